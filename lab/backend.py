@@ -1,0 +1,143 @@
+"""The one interface every backend implements; scenarios and tests see nothing else.
+
+A backend realises a `Topology` (from `lab.topology.load`) on some runtime — Docker containers
+or Linux network namespaces — and gives uniform verbs to act on its nodes.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import signal
+import subprocess
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lab.model import Topology
+
+if TYPE_CHECKING:
+    import testinfra.host
+
+
+class LabError(RuntimeError):
+    """A lab operation failed; the message says what, why and what to do."""
+
+
+@dataclass(frozen=True)
+class Process:
+    """A long-running program a backend started on a node (e.g. `vpn server`)."""
+
+    node: str
+    name: str
+    log_path: Path
+
+
+@dataclass(frozen=True)
+class Capture:
+    """A packet capture on one network; `path` is a pcap file on the host once stopped."""
+
+    network: str
+    path: Path
+
+
+class Backend(abc.ABC):
+    """Realises a topology and acts on its nodes.
+
+    Implementations: `lab.docker.DockerBackend`, `lab.netns.NetnsBackend`.
+    """
+
+    name: str
+
+    def __init__(self, topology: Topology, run_id: str, workdir: Path) -> None:
+        self.topology = topology
+        self.run_id = run_id
+        self.workdir = workdir
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def up(self) -> None:
+        """Create every network and node and wait until each node is healthy."""
+
+    @abc.abstractmethod
+    def down(self) -> None:
+        """Remove everything this run created; safe to call twice and after a failed up."""
+
+    def __enter__(self) -> Backend:
+        try:
+            self.up()
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+    # -- commands ----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def exec(
+        self,
+        node: str,
+        argv: Sequence[str],
+        *,
+        timeout: float = 60.0,
+        check: bool = False,
+        input: bytes | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run argv on node and wait; stdout/stderr as text. check=True raises LabError."""
+
+    @abc.abstractmethod
+    def spawn(self, node: str, argv: Sequence[str], *, name: str) -> Process:
+        """Start a long-running program on node; its output goes to Process.log_path."""
+
+    @abc.abstractmethod
+    def signal(self, process: Process, sig: int = signal.SIGTERM) -> None:
+        """Send sig to a spawned program (no error if it already exited)."""
+
+    @abc.abstractmethod
+    def wait(self, process: Process, timeout: float) -> int | None:
+        """Wait for a spawned program to exit; its exit status, or None on timeout."""
+
+    def stop(self, process: Process, timeout: float = 10.0) -> int | None:
+        """SIGTERM, then SIGKILL after timeout; the exit status."""
+        self.signal(process, signal.SIGTERM)
+        status = self.wait(process, timeout)
+        if status is None:
+            self.signal(process, signal.SIGKILL)
+            status = self.wait(process, timeout)
+        return status
+
+    def logs(self, process: Process) -> str:
+        try:
+            return process.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    # -- network -----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def interface(self, node: str, network: str) -> str:
+        """Name of node's interface on network (found by address, never assumed)."""
+
+    @abc.abstractmethod
+    def link_down(self, node: str, network: str) -> None:
+        """Cut node's link to network (the tunnel's transport breaks, nothing else changes)."""
+
+    @abc.abstractmethod
+    def link_up(self, node: str, network: str) -> None:
+        """Restore what link_down cut."""
+
+    @abc.abstractmethod
+    @contextlib.contextmanager
+    def capture(self, network: str, name: str, bpf: str = "") -> Iterator[Capture]:
+        """Capture every packet crossing network while the block runs; pcap kept under workdir."""
+
+    # -- inspection --------------------------------------------------------------------------
+    @abc.abstractmethod
+    def host(self, node: str) -> testinfra.host.Host:
+        """A testinfra Host whose commands run on node."""
+
+    def ensure(self, node: str, argv: Sequence[str], timeout: float = 60.0) -> str:
+        """exec with check=True; stdout."""
+        return self.exec(node, argv, timeout=timeout, check=True).stdout
