@@ -133,6 +133,15 @@ class Backend(abc.ABC):
     def capture(self, network: str, name: str, bpf: str = "") -> Iterator[Capture]:
         """Capture every packet crossing network while the block runs; pcap kept under workdir."""
 
+    # -- files and programs shared with nodes ----------------------------------------------------
+    @abc.abstractmethod
+    def node_path(self, host_path: Path) -> str:
+        """Where a file under workdir is seen from inside a node (Docker mounts workdir at /lab)."""
+
+    @abc.abstractmethod
+    def vpn_argv(self) -> list[str]:
+        """How to run the `vpn` command on a node (the image's, or this interpreter's module)."""
+
     # -- inspection --------------------------------------------------------------------------
     @abc.abstractmethod
     def host(self, node: str) -> testinfra.host.Host:
