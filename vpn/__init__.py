@@ -1,0 +1,1 @@
+"""vpn: a TLS 1.3 VPN over TUN devices."""
