@@ -1,0 +1,100 @@
+"""Settings: defaults, TOML file, flags, and the errors for each wrong one."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from vpn import config as settings
+
+
+def parse(cls: type, argv: list[str]) -> object:
+    parser = argparse.ArgumentParser()
+    settings.add_arguments(parser, cls)
+    return settings.load(cls, parser.parse_args(argv))
+
+
+def test_defaults() -> None:
+    cfg = parse(settings.ServerConfig, [])
+    assert cfg.pool == "192.168.53.0/24"
+    assert cfg.listen == "0.0.0.0:4433"
+    assert cfg.route == []
+    assert cfg.client_to_client is False
+
+
+def test_file_then_flags_win(tmp_path: Path) -> None:
+    path = tmp_path / "server.toml"
+    path.write_text(
+        'pool = "10.8.0.0/24"\nroute = ["192.168.60.0/24"]\nkeepalive = 5\nca = "pki/ca.crt"\n'
+        "client-to-client = true\n"
+    )
+    cfg = parse(
+        settings.ServerConfig,
+        ["--config", str(path), "--keepalive", "2.5", "--no-client-to-client"],
+    )
+    assert cfg.pool == "10.8.0.0/24"
+    assert cfg.route == ["192.168.60.0/24"]
+    assert cfg.keepalive == 2.5
+    assert cfg.client_to_client is False
+    assert cfg.ca == str(tmp_path / "pki" / "ca.crt")  # relative to the file
+
+
+def test_repeatable_flags() -> None:
+    cfg = parse(settings.ServerConfig, ["--route", "10.1.0.0/16", "--route", "10.2.0.0/16"])
+    assert cfg.route == ["10.1.0.0/16", "10.2.0.0/16"]
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ('keepalive = "soon"\n', "'keepalive' must be float"),
+        ('route = "10.0.0.0/8"\n', "'route' must be a list of str"),
+        ("colour = 3\n", "unknown setting 'colour'"),
+        ("pool = \n", "server.toml"),
+        ("max-clients = true\n", "'max_clients' must be int"),
+    ],
+)
+def test_bad_files_say_what(tmp_path: Path, text: str, reason: str) -> None:
+    path = tmp_path / "server.toml"
+    path.write_text(text)
+    with pytest.raises(settings.ConfigError, match=reason):
+        parse(settings.ServerConfig, ["--config", str(path)])
+
+
+def test_missing_file() -> None:
+    with pytest.raises(settings.ConfigError, match="does not exist"):
+        parse(settings.ServerConfig, ["--config", "/nonexistent/server.toml"])
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("gateway", None),
+        ("gateway:", "port must be a number"),
+        (":4433", "host missing"),
+        ("h:70000", "port"),
+    ],
+)
+def test_endpoints(text: str, reason: str | None) -> None:
+    if reason is None:
+        assert settings.parse_endpoint(text, "--server") == ("gateway", 4433)
+    else:
+        with pytest.raises(settings.ConfigError, match=reason):
+            settings.parse_endpoint(text, "--server")
+
+
+def test_client_subnets() -> None:
+    parsed = settings.parse_client_subnets(["router=192.168.50.0/24", "router=10.5.0.0/16"])
+    assert [str(n) for n in parsed["router"]] == ["192.168.50.0/24", "10.5.0.0/16"]
+    with pytest.raises(settings.ConfigError, match="NAME=CIDR"):
+        settings.parse_client_subnets(["192.168.50.0/24"])
+    with pytest.raises(settings.ConfigError, match="host bits"):
+        settings.parse_client_subnets(["r=192.168.50.1/24"])
+
+
+def test_tls_files_required() -> None:
+    cfg = parse(settings.ClientConfig, ["--server", "gw:4433"])
+    with pytest.raises(settings.ConfigError, match=r"--ca, --cert, --key.*vpn pki lab"):
+        settings.require_tls_files(cfg, "client")

@@ -1,0 +1,175 @@
+"""`vpn`: server, client, status, pki, passwd."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from typing import Any
+
+from vpn import config as settings
+from vpn import control, log
+
+DESCRIPTION = """\
+A TLS 1.3 VPN over TUN. The gateway runs `vpn server`, each client `vpn client`;
+`vpn status` asks a running one how it is doing; `vpn pki` and `vpn passwd` make credentials."""
+
+
+def _run_server(args: argparse.Namespace) -> int:
+    from vpn import server
+
+    cfg = settings.load(settings.ServerConfig, args)
+    log.setup(cfg.log_level)
+    asyncio.run(server.serve(cfg))
+    return 0
+
+
+def _run_client(args: argparse.Namespace) -> int:
+    from vpn import client
+
+    cfg = settings.load(settings.ClientConfig, args)
+    log.setup(cfg.log_level)
+    return asyncio.run(client.serve(cfg))
+
+
+def _since(stamp: float | None) -> str:
+    if not stamp:
+        return "-"
+    seconds = int(time.time() - stamp)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024
+    return str(n)
+
+
+def _drops(row: dict[str, Any]) -> str:
+    parts = [
+        f"{k.removeprefix('dropped_')}={v}"
+        for k, v in row.items()
+        if k.startswith("dropped_") and v
+    ]
+    return ",".join(parts) or "0"
+
+
+def format_status(status: dict[str, Any]) -> str:
+    lines: list[str] = []
+    if status["role"] == "server":
+        lines.append(
+            f"server {status['listen']}  tun {status['tun']} {status['address']}  "
+            f"offload {'on' if status['offload'] else 'off'}  up {_since(status['started'])}  "
+            f"clients {len(status['clients'])}  handshaking {status['handshaking']}"
+        )
+        header = ("IDENTITY", "ADDRESS", "PEER", "SINCE", "RX", "TX", "RX PKTS", "TX PKTS", "DROPS")
+        rows = [
+            (
+                c["identity"] + (f" ({c['user']})" if c["user"] else ""),
+                c["address"] + "".join(f" +{s}" for s in c["subnets"]),
+                c["peer"],
+                _since(c["connected_since"]),
+                _size(c["rx_bytes"]),
+                _size(c["tx_bytes"]),
+                str(c["rx_packets"]),
+                str(c["tx_packets"]),
+                _drops(c),
+            )
+            for c in status["clients"]
+        ]
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+        for row in [header, *rows]:
+            lines.append(
+                "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+            )
+        lines.append(f"totals: drops {_drops(status['totals'])}")
+    else:
+        lines.append(
+            f"client → {status['server']}  {status['state']}  tun {status['tun'] or '-'} "
+            f"{status['address'] or '-'}  since {_since(status['connected_since'])}  "
+            f"reconnects {status['reconnects']}"
+        )
+        lines.append(f"routes: {', '.join(status['routes']) or '-'}")
+        lines.append(
+            f"rx {_size(status['rx_bytes'])} / {status['rx_packets']} pkts   "
+            f"tx {_size(status['tx_bytes'])} / {status['tx_packets']} pkts   drops {_drops(status)}"
+        )
+        if status["last_error"]:
+            lines.append(f"last error: {status['last_error']}")
+    return "\n".join(lines)
+
+
+def _run_status(args: argparse.Namespace) -> int:
+    names = [args.control] if args.control else ["@vpnlab-server", "@vpnlab-client"]
+    found: list[dict[str, Any]] = []
+    for name in names:
+        try:
+            found.append(control.query(name))
+        except (FileNotFoundError, ConnectionRefusedError):
+            continue
+    if not found:
+        print(
+            f"vpn status: nothing answers on {' or '.join(names)}: is a vpn server or client "
+            "running in this network namespace? (pass --control if it uses another socket)",
+            file=sys.stderr,
+        )
+        return 1
+    if args.json:
+        print(json.dumps(found[0] if len(found) == 1 else found, indent=2))
+    else:
+        print("\n\n".join(format_status(s) for s in found))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from vpn import cli_pki
+
+    parser = argparse.ArgumentParser(prog="vpn", description=DESCRIPTION)
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="COMMAND")
+
+    server = verbs.add_parser("server", help="run the gateway", description="Run the VPN gateway.")
+    settings.add_arguments(server, settings.ServerConfig)
+    server.set_defaults(func=_run_server)
+
+    client = verbs.add_parser(
+        "client", help="connect to a gateway", description="Run a VPN client."
+    )
+    settings.add_arguments(client, settings.ClientConfig)
+    client.set_defaults(func=_run_client)
+
+    status = verbs.add_parser("status", help="show a running server's or client's sessions")
+    status.add_argument(
+        "--control", help="control socket (default: try @vpnlab-server, @vpnlab-client)"
+    )
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    status.set_defaults(func=_run_status)
+
+    cli_pki.add_pki_parser(verbs)
+    cli_pki.add_passwd_parser(verbs)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from vpn.auth import AuthError
+    from vpn.netconf import NetConfError
+    from vpn.pki import PkiError
+    from vpn.tun import TunError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except (settings.ConfigError, TunError, NetConfError, PkiError, AuthError, OSError) as exc:
+        plain = isinstance(exc, OSError) and not isinstance(exc, TunError) and exc.strerror
+        text = exc.strerror if plain else str(exc)
+        print(f"vpn {args.verb}: error: {text}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

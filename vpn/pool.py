@@ -1,0 +1,157 @@
+"""Address leases and the routing of tunnel destinations to sessions; pure, no I/O.
+
+A client keeps its address across reconnects — even across a server restart — because the
+address it asks for (the one it had) is granted when free, and otherwise a slot derived from a
+hash of its identity is tried first. That is what lets TCP sessions inside the tunnel survive.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections.abc import Iterable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class PoolExhausted(Exception):
+    """No free address is left in the pool."""
+
+
+class AddressPool:
+    def __init__(
+        self,
+        network: ipaddress.IPv4Network,
+        server_address: ipaddress.IPv4Address | None = None,
+        reserved: Iterable[ipaddress.IPv4Address] = (),
+    ) -> None:
+        if network.num_addresses < 4:
+            raise ValueError(
+                f"pool {network} is too small: it needs room for the server and a client"
+            )
+        self.network = network
+        self.server_address = server_address or next(network.hosts())
+        if self.server_address not in network:
+            raise ValueError(f"server address {self.server_address} is not in pool {network}")
+        self._reserved = {self.server_address, *reserved}
+        self._first = int(network.network_address) + 1
+        self._size = network.num_addresses - 2  # without network and broadcast addresses
+        self._by_identity: dict[str, ipaddress.IPv4Address] = {}
+        self._active: dict[ipaddress.IPv4Address, str] = {}
+
+    @property
+    def capacity(self) -> int:
+        return self._size - len(self._reserved)
+
+    def _free(self, address: ipaddress.IPv4Address, identity: str) -> bool:
+        if address not in self.network or address in self._reserved:
+            return False
+        if address in (self.network.network_address, self.network.broadcast_address):
+            return False
+        holder = self._active.get(address)
+        if holder is not None:
+            return holder == identity
+        remembered = [i for i, a in self._by_identity.items() if a == address and i != identity]
+        return not remembered
+
+    def _slot(self, identity: str) -> int:
+        digest = hashlib.sha256(identity.encode()).digest()
+        return int.from_bytes(digest[:8], "big") % self._size
+
+    def lease(
+        self, identity: str, requested: ipaddress.IPv4Address | None = None
+    ) -> ipaddress.IPv4Address:
+        """An address for identity: the one it holds, the one it asks for, or its hash slot."""
+        for candidate in (self._by_identity.get(identity), requested):
+            if candidate is not None and self._free(candidate, identity):
+                return self._grant(identity, candidate)
+        start = self._slot(identity)
+        for step in range(self._size):
+            candidate = ipaddress.IPv4Address(self._first + (start + step) % self._size)
+            if self._free(candidate, identity):
+                return self._grant(identity, candidate)
+        # Every slot is active or remembered: forget the oldest remembered idle identity.
+        for old_identity, address in list(self._by_identity.items()):
+            if address not in self._active:
+                del self._by_identity[old_identity]
+                return self._grant(identity, address)
+        raise PoolExhausted(f"address pool {self.network} is exhausted ({self.capacity} in use)")
+
+    def _grant(self, identity: str, address: ipaddress.IPv4Address) -> ipaddress.IPv4Address:
+        holder = self._active.get(address)
+        if holder not in (None, identity):
+            raise PoolExhausted(f"{address} is held by {holder}")
+        self._by_identity.pop(identity, None)
+        self._by_identity[identity] = address  # re-insert: most recent last
+        self._active[address] = identity
+        return address
+
+    def release(self, identity: str) -> None:
+        """The session ended; the address stays remembered for the identity's return."""
+        address = self._by_identity.get(identity)
+        if address is not None and self._active.get(address) == identity:
+            del self._active[address]
+
+    def holder(self, address: ipaddress.IPv4Address) -> str | None:
+        return self._active.get(address)
+
+    def active(self) -> dict[ipaddress.IPv4Address, str]:
+        return dict(self._active)
+
+
+class RouteTable(Generic[T]):
+    """Destination address → session: exact host entries first, then subnets, longest first.
+
+    Keys are packed 4-byte addresses so the hot loop can look up `packet[16:20]` directly.
+    """
+
+    def __init__(self) -> None:
+        self.hosts: dict[bytes, T] = {}
+        self._subnets: list[tuple[int, int, int, T]] = []  # (prefixlen, network int, mask, target)
+
+    def add_host(self, address: ipaddress.IPv4Address, target: T) -> None:
+        self.hosts[address.packed] = target
+
+    def add_subnet(self, network: ipaddress.IPv4Network, target: T) -> None:
+        self.remove_subnet(network)
+        entry = (network.prefixlen, int(network.network_address), int(network.netmask), target)
+        self._subnets.append(entry)
+        self._subnets.sort(key=lambda e: -e[0])
+
+    def remove_subnet(self, network: ipaddress.IPv4Network) -> None:
+        key = (network.prefixlen, int(network.network_address))
+        self._subnets = [e for e in self._subnets if (e[0], e[1]) != key]
+
+    def remove_target(self, target: T) -> None:
+        self.hosts = {k: v for k, v in self.hosts.items() if v is not target}
+        self._subnets = [e for e in self._subnets if e[3] is not target]
+
+    def lookup(self, packed: bytes) -> T | None:
+        target = self.hosts.get(packed)
+        if target is not None or not self._subnets:
+            return target
+        value = int.from_bytes(packed, "big")
+        for _prefixlen, network, mask, candidate in self._subnets:
+            if value & mask == network:
+                return candidate
+        return None
+
+    def subnet_owner(self, network: ipaddress.IPv4Network) -> T | None:
+        for prefixlen, net, _mask, target in self._subnets:
+            if prefixlen == network.prefixlen and net == int(network.network_address):
+                return target
+        return None
+
+    def __len__(self) -> int:
+        return len(self.hosts) + len(self._subnets)
+
+
+def source_allowed(packed: bytes, address: bytes, subnets: tuple[tuple[int, int], ...]) -> bool:
+    """Anti-spoofing: the inner source is the session's own address or in one of its subnets."""
+    if packed == address:
+        return True
+    if not subnets:
+        return False
+    value = int.from_bytes(packed, "big")
+    return any(value & mask == network for network, mask in subnets)

@@ -1,0 +1,299 @@
+"""The vpnlab wire protocol: frames inside the TLS stream (see docs/protocol.md).
+
+Pure functions and small classes only — no sockets, no clocks — so every rule can be tested on
+bytes. A frame is a 4-byte big-endian header word, type in the top 8 bits and payload length in
+the low 24 bits, followed by the payload. DATA carries one IP packet (with a virtio_net_hdr in
+front when offloads were negotiated); control messages carry a JSON object.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import struct
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+VERSION = 1
+HEADER = struct.Struct("!I")
+HEADER_LEN = HEADER.size
+LENGTH_MASK = 0xFFFFFF
+TYPE_SHIFT = 24
+
+# Limits: a GSO super-packet is at most 64 KiB plus its 10-byte virtio header; a control message
+# is a small JSON object. Anything longer is an attack or a bug, never a reason to allocate.
+MAX_DATA = 65535 + 16
+MAX_CONTROL = 8192
+MAX_NAME = 64
+MAX_ROUTES = 64
+VNET_HDR_LEN = 10
+FEATURE_OFFLOAD = "offload"
+
+
+class MsgType(IntEnum):
+    HELLO = 1
+    CONFIG = 2
+    DATA = 3
+    KEEPALIVE = 4
+    BYE = 5
+    ERROR = 6
+
+
+DATA = int(MsgType.DATA)
+DATA_WORD = DATA << TYPE_SHIFT
+_KNOWN = frozenset(int(t) for t in MsgType)
+
+
+class ProtocolError(Exception):
+    """The peer broke the protocol; the message is the reason sent back in ERROR and logged."""
+
+
+def data_header(length: int) -> bytes:
+    """The 4-byte header of a DATA frame whose payload is `length` bytes."""
+    return HEADER.pack(DATA_WORD | length)
+
+
+def encode(msg_type: MsgType, payload: bytes = b"") -> bytes:
+    limit = MAX_DATA if msg_type == MsgType.DATA else MAX_CONTROL
+    if len(payload) > limit:
+        raise ValueError(f"{msg_type.name} payload of {len(payload)} bytes exceeds {limit}")
+    return HEADER.pack((int(msg_type) << TYPE_SHIFT) | len(payload)) + payload
+
+
+def encode_control(msg_type: MsgType, message: dict[str, Any]) -> bytes:
+    body = json.dumps(message, separators=(",", ":"), sort_keys=True).encode()
+    return encode(msg_type, body)
+
+
+@dataclass(frozen=True)
+class Frame:
+    type: MsgType
+    payload: memoryview | bytes
+
+
+def parse_header(word: int) -> tuple[int, int]:
+    """Split a header word and enforce the limits; (type, length)."""
+    msg_type = word >> TYPE_SHIFT
+    length = word & LENGTH_MASK
+    if msg_type not in _KNOWN:
+        raise ProtocolError(f"unknown frame type {msg_type}")
+    limit = MAX_DATA if msg_type == DATA else MAX_CONTROL
+    if length > limit:
+        name = MsgType(msg_type).name
+        raise ProtocolError(f"{name} frame of {length} bytes exceeds the limit of {limit}")
+    return msg_type, length
+
+
+def split_frames(buf: memoryview, start: int, end: int) -> tuple[list[Frame], int]:
+    """Every complete frame in buf[start:end]; and where the first incomplete one begins.
+
+    The hot loops inline this walk; this is the reference version the tests pin down.
+    """
+    frames: list[Frame] = []
+    pos = start
+    while end - pos >= HEADER_LEN:
+        msg_type, length = parse_header(HEADER.unpack_from(buf, pos)[0])
+        stop = pos + HEADER_LEN + length
+        if stop > end:
+            break
+        frames.append(Frame(MsgType(msg_type), buf[pos + HEADER_LEN : stop]))
+        pos = stop
+    return frames, pos
+
+
+# -- control messages --------------------------------------------------------------------------
+
+
+def _load(payload: bytes | memoryview, what: str) -> dict[str, Any]:
+    try:
+        message = json.loads(bytes(payload))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProtocolError(f"{what}: not a JSON object ({exc.__class__.__name__})") from None
+    if not isinstance(message, dict):
+        raise ProtocolError(f"{what}: not a JSON object")
+    return message
+
+
+def _string(message: dict[str, Any], key: str, what: str, *, required: bool = True) -> str:
+    value = message.get(key)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or len(value) > MAX_NAME * 4:
+        raise ProtocolError(f"{what}: field {key!r} must be a string of at most {MAX_NAME * 4}")
+    return value
+
+
+@dataclass(frozen=True)
+class Hello:
+    """The client's first message: who it is and what it can do."""
+
+    version: int
+    name: str
+    features: frozenset[str] = frozenset()
+    user: str = ""
+    password: str = field(default="", repr=False)
+    address: str = ""  # the address it had before a reconnect, if any
+
+    def encode(self) -> bytes:
+        message: dict[str, Any] = {
+            "version": self.version,
+            "name": self.name,
+            "features": sorted(self.features),
+        }
+        if self.user:
+            message["user"] = self.user
+            message["password"] = self.password
+        if self.address:
+            message["address"] = self.address
+        return encode_control(MsgType.HELLO, message)
+
+
+def decode_hello(payload: bytes | memoryview) -> Hello:
+    message = _load(payload, "HELLO")
+    version = message.get("version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ProtocolError("HELLO: field 'version' must be an integer")
+    if version != VERSION:
+        raise ProtocolError(f"HELLO: protocol version {version} not supported (this is {VERSION})")
+    features = message.get("features", [])
+    if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
+        raise ProtocolError("HELLO: field 'features' must be a list of strings")
+    address = _string(message, "address", "HELLO", required=False)
+    if address:
+        try:
+            ipaddress.IPv4Address(address)
+        except ValueError:
+            raise ProtocolError(f"HELLO: 'address' {address!r} is not an IPv4 address") from None
+    return Hello(
+        version=version,
+        name=_string(message, "name", "HELLO")[:MAX_NAME],
+        features=frozenset(features[:16]),
+        user=_string(message, "user", "HELLO", required=False),
+        password=_string(message, "password", "HELLO", required=False),
+        address=address,
+    )
+
+
+@dataclass(frozen=True)
+class Config:
+    """What the server pushes: the client's tunnel address, routes and timers."""
+
+    address: ipaddress.IPv4Interface
+    server_address: ipaddress.IPv4Address
+    mtu: int
+    routes: tuple[ipaddress.IPv4Network, ...]
+    keepalive: float
+    dead_peer: float
+    offload: bool = False
+
+    def encode(self) -> bytes:
+        return encode_control(
+            MsgType.CONFIG,
+            {
+                "address": str(self.address),
+                "server_address": str(self.server_address),
+                "mtu": self.mtu,
+                "routes": [str(r) for r in self.routes],
+                "keepalive": self.keepalive,
+                "dead_peer": self.dead_peer,
+                "features": [FEATURE_OFFLOAD] if self.offload else [],
+            },
+        )
+
+
+def _field(message: dict[str, Any], key: str, convert: Any) -> Any:
+    try:
+        return convert(message[key])
+    except KeyError:
+        raise ProtocolError(f"CONFIG: field {key!r} missing") from None
+    except (TypeError, ValueError) as exc:
+        raise ProtocolError(f"CONFIG: field {key!r}: {exc}") from None
+
+
+def _mtu(value: Any) -> int:
+    if not isinstance(value, int) or not 576 <= value <= 65535:
+        raise ValueError(f"{value!r} out of range 576..65535")
+    return value
+
+
+def _routes(value: Any) -> tuple[ipaddress.IPv4Network, ...]:
+    if not isinstance(value, list) or len(value) > MAX_ROUTES:
+        raise ValueError(f"must be a list of at most {MAX_ROUTES} networks")
+    return tuple(ipaddress.IPv4Network(r) for r in value)
+
+
+def _features(value: Any) -> list[str]:
+    if not isinstance(value, list):
+        raise ValueError("must be a list")
+    return value
+
+
+def decode_config(payload: bytes | memoryview) -> Config:
+    message = _load(payload, "CONFIG")
+    keepalive = _field(message, "keepalive", float)
+    dead_peer = _field(message, "dead_peer", float)
+    if not (0 < keepalive <= 3600 and keepalive < dead_peer <= 86400):
+        raise ProtocolError("CONFIG: keepalive must be in (0, 3600] and below dead_peer (<= 86400)")
+    return Config(
+        address=_field(message, "address", ipaddress.IPv4Interface),
+        server_address=_field(message, "server_address", ipaddress.IPv4Address),
+        mtu=_field(message, "mtu", _mtu),
+        routes=_field({"routes": [], **message}, "routes", _routes),
+        keepalive=keepalive,
+        dead_peer=dead_peer,
+        offload=FEATURE_OFFLOAD in _field({"features": [], **message}, "features", _features),
+    )
+
+
+def encode_reason(msg_type: MsgType, reason: str, *, retry: bool = True) -> bytes:
+    """ERROR or BYE with a human-readable reason; retry=False tells a client not to come back
+    (its credentials were refused: trying again cannot help)."""
+    return encode_control(msg_type, {"reason": reason[:512], "retry": retry})
+
+
+def decode_reason(payload: bytes | memoryview) -> tuple[str, bool]:
+    """(reason, retry) of an ERROR or BYE."""
+    if not payload:
+        return "", True
+    message = _load(payload, "ERROR/BYE")
+    reason = message.get("reason", "")
+    retry = message.get("retry", True)
+    return (reason[:512] if isinstance(reason, str) else ""), retry is not False
+
+
+KEEPALIVE_FRAME = encode(MsgType.KEEPALIVE)
+
+
+# -- order of messages -------------------------------------------------------------------------
+
+# What each side may receive in each phase. A frame outside its phase is a protocol error.
+SERVER_EXPECTS = {
+    "hello": frozenset({MsgType.HELLO}),
+    "auth": frozenset(),  # waiting for the password check: nothing may arrive
+    "data": frozenset({MsgType.DATA, MsgType.KEEPALIVE, MsgType.BYE}),
+}
+CLIENT_EXPECTS = {
+    "config": frozenset({MsgType.CONFIG, MsgType.ERROR, MsgType.BYE}),
+    "data": frozenset({MsgType.DATA, MsgType.KEEPALIVE, MsgType.BYE, MsgType.ERROR}),
+}
+
+
+def check_order(expects: dict[str, frozenset[MsgType]], phase: str, msg_type: int) -> MsgType:
+    allowed = expects[phase]
+    kind = MsgType(msg_type)
+    if kind not in allowed:
+        wanted = " or ".join(sorted(t.name for t in allowed)) or "nothing"
+        raise ProtocolError(f"{kind.name} out of order: expected {wanted} ({phase} phase)")
+    return kind
+
+
+# -- packets -----------------------------------------------------------------------------------
+
+
+def ipv4_source(packet: bytes | memoryview, offset: int = 0) -> bytes:
+    return bytes(packet[offset + 12 : offset + 16])
+
+
+def ipv4_destination(packet: bytes | memoryview, offset: int = 0) -> bytes:
+    return bytes(packet[offset + 16 : offset + 20])
