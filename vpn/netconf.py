@@ -94,7 +94,11 @@ def _delete_spec(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 class NetConf:
-    """Applies network changes and undoes every one of them, in reverse order, on close()."""
+    """Applies network changes and undoes every one of them, in reverse order, on close().
+
+    Use it from the thread that made it: its netlink socket belongs to the namespace that thread
+    was in then, while /proc/sys follows the namespace of whichever thread writes.
+    """
 
     def __init__(self) -> None:
         self._ipr = IPRoute()
@@ -134,7 +138,7 @@ class NetConf:
                 undo = self._undo.pop()
                 try:
                     undo.action()
-                except (NetlinkError, OSError) as err:
+                except Exception as err:
                     if _code(err) in _GONE:
                         _event(logging.INFO, "netconf.undo", what=undo.what, result="already gone")
                         continue
@@ -150,7 +154,9 @@ class NetConf:
                 "and sysctl, and remove what is left by hand"
             )
 
-    def _push(self, what: str, action: Callable[[], None], key: tuple[Any, ...] | None = None):
+    def _push(
+        self, what: str, action: Callable[[], None], key: tuple[Any, ...] | None = None
+    ) -> None:
         self._undo.append(_Undo(what, action, key))
 
     def _check_open(self) -> None:
@@ -372,15 +378,21 @@ class NetConf:
         )
 
     def del_route(self, dst: str, *, metric: int | None = None) -> None:
-        """Remove the route to `dst`: one this NetConf added is simply dropped from the undo
-        stack; someone else's is put back on close()."""
+        """Remove the route to `dst`: one this NetConf added is undone now (and forgotten);
+        someone else's is put back on close()."""
         self._check_open()
         net = _network(dst)
         for i in range(len(self._undo) - 1, -1, -1):
             undo = self._undo[i]
             if undo.key == ("route", net, metric):
                 del self._undo[i]
-                undo.action()
+                try:
+                    undo.action()
+                except NetlinkError as err:
+                    if err.code not in _GONE:
+                        raise NetConfError(
+                            f"delete route to {net}: {_strerror(err)}", err.code
+                        ) from err
                 return
         routes = [
             m for m in self._routes(net) if metric is None or m.get_attr("RTA_PRIORITY") == metric

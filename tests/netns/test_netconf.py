@@ -14,7 +14,7 @@ import pytest
 from vpn.netconf import NetConf, NetConfError
 from vpn.tun import Tun, open_tun
 
-pytestmark = pytest.mark.usefixtures("require_tun", "inside_netns")
+pytestmark = [pytest.mark.root, pytest.mark.usefixtures("require_tun", "inside_netns")]
 
 
 @pytest.fixture

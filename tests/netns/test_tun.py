@@ -172,7 +172,9 @@ def test_parse_vnet_hdr() -> None:
 
 
 # -- real devices --------------------------------------------------------------------------------
-real_kernel = pytest.mark.usefixtures("require_tun", "inside_netns")
+def real_kernel(test: Callable[..., None]) -> Callable[..., None]:
+    """Root, /dev/net/tun, and the test's thread inside a fresh namespace."""
+    return pytest.mark.root(pytest.mark.usefixtures("require_tun", "inside_netns")(test))
 
 
 @real_kernel
