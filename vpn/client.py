@@ -17,6 +17,8 @@ import socket
 import ssl
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from vpn import control, log, protocol, tls
@@ -110,7 +112,7 @@ class Client:
         self.host, self.port = parse_endpoint(config.server, "--server")
         self.server_name = config.server_name or self.host
         self.context = tls.client_context(config.cert, config.key, config.ca, config.crl or None)
-        self.name = config.name or tls.certificate_name(config.cert)
+        self.name = config.name or _certificate_name(config.cert)
         self.password = _read_password(config)
         self.loop = asyncio.get_running_loop()
         self.link: Link | None = None
@@ -124,6 +126,8 @@ class Client:
         self.counters = Counters()
         self.last_error = ""
         self.stopping = asyncio.Event()
+        # pyroute2 runs its own event loop per thread: netlink work gets a thread of its own.
+        self.netlink = ThreadPoolExecutor(1, thread_name_prefix="netlink")
 
     # -- one connection ------------------------------------------------------------------------
     async def connect(self) -> Link:
@@ -145,7 +149,7 @@ class Client:
             await asyncio.wait_for(handshake(self.loop, sslsock), timeout)
         except ssl.SSLCertVerificationError as exc:
             sslsock.close()
-            raise Refused(f"we refused the gateway: {tls.explain(exc)}") from None
+            raise Refused(f"we refused the gateway: {tls.explain(exc, sslsock)}") from None
         except BaseException:
             sslsock.close()
             raise
@@ -170,7 +174,8 @@ class Client:
         except BaseException:
             link.close("login failed", send_error=False)
             raise
-        self.apply(config)
+        self.pause_tun()
+        await self.loop.run_in_executor(self.netlink, self.apply, config)
         return link
 
     def apply(self, config: protocol.Config) -> None:
@@ -205,7 +210,7 @@ class Client:
         )
 
     def teardown(self) -> None:
-        self.pause_tun()
+        """Undo apply (in the netlink thread; the TUN reader is already paused)."""
         if self.net is not None:
             self.net.close()
             self.net = None
@@ -342,11 +347,23 @@ class Client:
                     await task
             if self.link is not None:
                 self.link.close("client stopping", kind=MsgType.BYE)
-            self.teardown()
+            self.pause_tun()
+            await self.loop.run_in_executor(self.netlink, self.teardown)
+            self.netlink.shutdown()
             status.close()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self.loop.remove_signal_handler(sig)
             log.event("stopped")
+
+
+def _certificate_name(path: str) -> str:
+    """Our own CN, the name we introduce ourselves with in HELLO."""
+    from cryptography.x509.oid import NameOID
+
+    from vpn.pki import load_cert
+
+    names = load_cert(Path(path)).subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(names[0].value) if names else "client"
 
 
 def _read_password(config: ClientConfig) -> str:

@@ -16,6 +16,7 @@ import signal
 import socket
 import ssl
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from vpn import auth, control, log, protocol, tls
@@ -164,7 +165,7 @@ class Gateway:
         self.handshaking = 0
         self.counters = Counters()
         self.started = time.time()
-        self.tun: Tun
+        self.tun: Tun | None = None
         self.offset = 0
         self.stopping = asyncio.Event()
 
@@ -219,7 +220,7 @@ class Gateway:
             sslsock.close()
             return
         except (OSError, ssl.SSLError, ValueError) as exc:
-            log.warn("auth_failed", peer=peer, reason=tls.explain(exc))
+            log.warn("auth_failed", peer=peer, reason=tls.explain(exc, sslsock))
             sslsock.close()
             return
         finally:
@@ -412,55 +413,69 @@ class Gateway:
         listener.setblocking(False)
         return listener
 
+    def configure(self, net: NetConf) -> None:
+        """TUN device, its address, forwarding and client-subnet routes (in the netlink thread)."""
+        config = self.config
+        if not net.ipv4_forwarding():
+            if not config.enable_forwarding:
+                raise ConfigError(
+                    "IPv4 forwarding is off on this host (net.ipv4.ip_forward = 0), so packets "
+                    "from clients would never reach the LAN; run with --enable-forwarding "
+                    "or set the sysctl"
+                )
+            net.set_ipv4_forwarding(True)
+        offload = config.offload and supports_offload()
+        if config.offload and not offload:
+            log.warn("offload_unavailable", reason="kernel lacks TUN vnet_hdr offloads")
+        self.tun = open_tun(config.tun, vnet_hdr=offload, offload=offload)
+        self.offset = protocol.VNET_HDR_LEN if offload else 0
+        net.disable_ipv6(self.tun.name)
+        net.add_address(self.tun.name, f"{self.pool.server_address}/{self.pool.network.prefixlen}")
+        net.set_link(self.tun.name, up=True, mtu=config.mtu)
+        for subnets in self.client_subnets.values():
+            for subnet in subnets:
+                net.add_route(str(subnet), dev=self.tun.name)
+
     async def run(self) -> None:
         config = self.config
-        with contextlib.ExitStack() as stack:
-            net = stack.enter_context(NetConf())
-            if not net.ipv4_forwarding():
-                if not config.enable_forwarding:
-                    raise ConfigError(
-                        "IPv4 forwarding is off on this host (net.ipv4.ip_forward = 0), so packets "
-                        "from clients would never reach the LAN; run with --enable-forwarding "
-                        "or set the sysctl"
-                    )
-                net.set_ipv4_forwarding(True)
-            offload = config.offload and supports_offload()
-            if config.offload and not offload:
-                log.warn("offload_unavailable", reason="kernel lacks TUN vnet_hdr offloads")
-            self.tun = stack.enter_context(open_tun(config.tun, vnet_hdr=offload, offload=offload))
-            self.offset = protocol.VNET_HDR_LEN if offload else 0
-            net.disable_ipv6(self.tun.name)
-            net.add_address(
-                self.tun.name, f"{self.pool.server_address}/{self.pool.network.prefixlen}"
-            )
-            net.set_link(self.tun.name, up=True, mtu=config.mtu)
-            for subnets in self.client_subnets.values():
-                for subnet in subnets:
-                    net.add_route(str(subnet), dev=self.tun.name)
-            listener = stack.enter_context(self.listen())
-            status = await control.serve(config.control, self.status)
-            stack.callback(status.close)
-            self.loop.add_reader(self.tun.fd, self.on_tun_readable)
-            stack.callback(self.loop.remove_reader, self.tun.fd)
-            self.loop.add_reader(listener.fileno(), self.on_accept, listener)
-            stack.callback(self.loop.remove_reader, listener.fileno())
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self.loop.add_signal_handler(sig, self.stopping.set)
-                stack.callback(self.loop.remove_signal_handler, sig)
-            timers = self.loop.create_task(self.keepalive())
-            stack.callback(timers.cancel)
-            log.event(
-                "listening",
-                listen=config.listen,
-                tun=self.tun.name,
-                address=f"{self.pool.server_address}/{self.pool.network.prefixlen}",
-                pool=str(self.pool.network),
-                routes=",".join(config.route) or "-",
-                offload=offload,
-            )
-            await self.stopping.wait()
-            for session in list(self.sessions.values()) + list(self.pending):
-                session.close("server shutting down", kind=MsgType.BYE)
+        # pyroute2 runs its own event loop per thread: all netlink work happens on one thread
+        # of its own, never on this loop's.
+        netlink = ThreadPoolExecutor(1, thread_name_prefix="netlink")
+        net: NetConf | None = None
+        try:
+            net = await self.loop.run_in_executor(netlink, NetConf)
+            await self.loop.run_in_executor(netlink, self.configure, net)
+            with contextlib.ExitStack() as stack:
+                listener = stack.enter_context(self.listen())
+                status = await control.serve(config.control, self.status)
+                stack.callback(status.close)
+                self.loop.add_reader(self.tun.fd, self.on_tun_readable)
+                stack.callback(self.loop.remove_reader, self.tun.fd)
+                self.loop.add_reader(listener.fileno(), self.on_accept, listener)
+                stack.callback(self.loop.remove_reader, listener.fileno())
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    self.loop.add_signal_handler(sig, self.stopping.set)
+                    stack.callback(self.loop.remove_signal_handler, sig)
+                timers = self.loop.create_task(self.keepalive())
+                stack.callback(timers.cancel)
+                log.event(
+                    "listening",
+                    listen=config.listen,
+                    tun=self.tun.name,
+                    address=f"{self.pool.server_address}/{self.pool.network.prefixlen}",
+                    pool=str(self.pool.network),
+                    routes=",".join(config.route) or "-",
+                    offload=bool(self.offset),
+                )
+                await self.stopping.wait()
+                for session in list(self.sessions.values()) + list(self.pending):
+                    session.close("server shutting down", kind=MsgType.BYE)
+        finally:
+            if net is not None:
+                await self.loop.run_in_executor(netlink, net.close)
+            if self.tun is not None:
+                self.tun.close()
+            netlink.shutdown()
             log.event("stopped")
 
 
