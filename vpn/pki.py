@@ -38,6 +38,7 @@ CA_KEY = "ca.key"
 CRL_FILE = "crl.pem"
 INDEX_FILE = "index.json"
 LOCK_FILE = ".lock"
+LAB_LOCK_FILE = ".lab.lock"
 ROGUE_DIR = "rogue"
 
 # Certificates start a little in the past: a peer whose clock lags slightly still accepts them.
@@ -148,9 +149,9 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 
 @contextlib.contextmanager
-def _locked(directory: Path) -> Iterator[None]:
+def _locked(directory: Path, name: str = LOCK_FILE) -> Iterator[None]:
     """Serialise changes to one PKI directory (index and CRL) between processes."""
-    fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(directory / name, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -573,6 +574,19 @@ def lab_pki(
             raise PkiError(f"name {name!r} is used by the lab PKI itself; choose another")
     if server_name in clients:
         raise PkiError(f"{server_name!r} cannot be both the server and a client")
+    directory.mkdir(parents=True, exist_ok=True)
+    # One lab_pki at a time per directory: parallel test runs share one lab PKI.
+    with _locked(directory, LAB_LOCK_FILE):
+        return _lab_pki(directory, server_name, tuple(server_sans), tuple(clients), force)
+
+
+def _lab_pki(
+    directory: Path,
+    server_name: str,
+    server_sans: tuple[str, ...],
+    clients: tuple[str, ...],
+    force: bool,
+) -> dict[str, Path]:
     rogue = directory / ROGUE_DIR
     out: dict[str, Path] = {"dir": directory, "rogue_dir": rogue}
 

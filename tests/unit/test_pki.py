@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import stat
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -290,6 +291,27 @@ def test_lab_pki_adds_missing_clients_and_refuses_mismatches(tmp_path: Path) -> 
     verify_server(fresh["ca"], fresh["server"], "10.9.0.11")
     verify_client(fresh["ca"], fresh["client1"])
     assert len(crl(fresh["crl"])) == 1
+
+
+def test_lab_pki_called_in_parallel_makes_one_pki(tmp_path: Path) -> None:
+    results: list[dict[str, Path]] = []
+    errors: list[BaseException] = []
+
+    def make() -> None:
+        try:
+            results.append(pki.lab_pki(tmp_path / "shared", clients=("c1",)))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=make) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors and len(results) == 3
+    assert results[0] == results[1] == results[2]
+    verify_client(results[0]["ca"], results[0]["c1"])
+    assert [e["name"] for e in pki.list_certs(tmp_path / "shared")].count("c1") == 1
 
 
 def test_lab_pki_refuses_names_it_uses_itself(tmp_path: Path) -> None:
