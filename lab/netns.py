@@ -29,7 +29,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -674,7 +674,8 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def _terminate(pids: list[int], timeout: float, reap: Any) -> None:
+def _terminate(pids: list[int], timeout: float, reap: Callable[[], None]) -> None:
+    """SIGTERM, then SIGKILL what is still alive after timeout; reap() collects our children."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
@@ -688,8 +689,7 @@ def _terminate(pids: list[int], timeout: float, reap: Any) -> None:
             time.sleep(0.01)
         if not pids:
             return
-    if pids:
-        log.warning("processes still alive after SIGKILL: %s", pids)
+    log.warning("processes still alive after SIGKILL: %s", pids)
 
 
 def _killpg(pid: int, sig: int) -> None:
