@@ -1,0 +1,46 @@
+"""`python -m scenarios NAME|all [--backend docker|netns ...] [--keep]`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from scenarios import all_scenarios
+from scenarios.runner import execute, summary_table
+
+
+def main(argv: list[str] | None = None) -> int:
+    scenarios = all_scenarios()
+    parser = argparse.ArgumentParser(prog="python -m scenarios", description="Run lab scenarios.")
+    parser.add_argument(
+        "name", choices=[*scenarios, "all", "list"], help="a scenario, all of them, or list"
+    )
+    parser.add_argument(
+        "--backend",
+        action="append",
+        choices=["docker", "netns"],
+        help="lab backend (repeatable; default: docker if an engine answers, else netns)",
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="leave the lab up afterwards (make down)"
+    )
+    args = parser.parse_args(argv)
+    if args.name == "list":
+        for scenario in scenarios.values():
+            print(f"{scenario.name:22} {scenario.description}")
+        return 0
+    chosen = list(scenarios.values()) if args.name == "all" else [scenarios[args.name]]
+    results = []
+    for backend in args.backend or [None]:
+        for scenario in chosen:
+            results.append(
+                execute(scenario, backend, keep=args.keep, out=lambda s: print(s, flush=True))
+            )
+    if len(results) > 1:
+        print()
+        print(summary_table(results, scenarios))
+    return 0 if all(r.passed for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

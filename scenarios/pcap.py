@@ -1,0 +1,71 @@
+"""What crossed a segment: a pcap read with dpkt and judged for what an eavesdropper sees."""
+
+from __future__ import annotations
+
+import socket
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dpkt
+
+
+@dataclass
+class Verdict:
+    packets: int = 0
+    tls: int = 0  # TCP segments to or from the VPN port
+    tls_payload_bytes: int = 0
+    tls_records: Counter[int] = field(default_factory=Counter)  # content type → count
+    protocols: Counter[str] = field(default_factory=Counter)
+    others: list[str] = field(default_factory=list)  # IP packets that are not the tunnel
+    leaks: list[str] = field(default_factory=list)  # secrets seen in clear
+
+    @property
+    def only_tunnel(self) -> bool:
+        return not self.others and not self.leaks
+
+
+def _ip_packets(path: Path) -> Iterable[dpkt.ip.IP]:
+    with path.open("rb") as fh:
+        reader = dpkt.pcap.Reader(fh)
+        link = reader.datalink()
+        for _, raw in reader:
+            if link == dpkt.pcap.DLT_LINUX_SLL:
+                frame = dpkt.sll.SLL(raw)
+            elif link == dpkt.pcap.DLT_EN10MB:
+                frame = dpkt.ethernet.Ethernet(raw)
+            else:
+                raise ValueError(f"{path}: unsupported link type {link}")
+            yield frame.data
+
+
+def judge(path: Path, port: int, secrets: dict[str, bytes]) -> Verdict:
+    """Count the tunnel's TLS segments; list any other IP packet and any secret in clear."""
+    verdict = Verdict()
+    raw = path.read_bytes()
+    for label, secret in secrets.items():
+        if secret and secret in raw:
+            verdict.leaks.append(f"{label} ({secret.hex()}) appears in clear")
+    for packet in _ip_packets(path):
+        verdict.packets += 1
+        if not isinstance(packet, dpkt.ip.IP):
+            verdict.protocols[type(packet).__name__] += 1  # ARP, IPv6 neighbour discovery…
+            continue
+        src, dst = socket.inet_ntoa(packet.src), socket.inet_ntoa(packet.dst)
+        segment = packet.data
+        if isinstance(segment, dpkt.tcp.TCP) and port in (segment.sport, segment.dport):
+            verdict.tls += 1
+            verdict.protocols["TLS/TCP"] += 1
+            payload = bytes(segment.data)
+            verdict.tls_payload_bytes += len(payload)
+            if len(payload) >= 5 and payload[1:3] == b"\x03\x03":
+                verdict.tls_records[payload[0]] += 1
+            continue
+        name = {1: "ICMP", 6: "TCP", 17: "UDP"}.get(packet.p, f"proto {packet.p}")
+        verdict.protocols[name] += 1
+        verdict.others.append(f"{name} {src} → {dst}")
+    return verdict
+
+
+TLS_APPLICATION_DATA = 23

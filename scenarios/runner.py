@@ -1,0 +1,166 @@
+"""Running a scenario: bring the lab up, run its steps, print ✓/✗ lines, write results/NAME.json.
+
+A scenario is a function of a `Context`; each step is a with-block (`with ctx.step("…") as s:`)
+whose failure — an AssertionError, a LabError, a StepFailed — marks it ✗ with the reason and ends
+the scenario. The lab is always taken down, whatever happened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lab.backend import Backend, LabError
+from lab.run import running_lab
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RESULTS = REPO_ROOT / "results"
+OK, FAIL, SKIP = "✓", "✗", "-"
+
+
+class StepFailed(Exception):
+    """A step's check failed; the message is the reason shown after ✗."""
+
+
+class Skipped(Exception):
+    """The machine lacks what the scenario needs (the message says what); not a failure."""
+
+
+@dataclass
+class Step:
+    name: str
+    passed: bool = True
+    detail: str = ""
+    seconds: float = 0.0
+
+
+@dataclass
+class Result:
+    scenario: str
+    backend: str
+    passed: bool
+    steps: list[Step] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    skipped: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for step in data["steps"]:
+            step["seconds"] = round(step["seconds"], 3)
+        data["seconds"] = round(self.seconds, 2)
+        return data
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One lab task: `run` drives it through the Context; `extra` names extra compose files."""
+
+    name: str
+    description: str
+    run: Callable[[Context], None]
+    extra: tuple[str, ...] = ()
+    key_metric: str = ""
+
+
+class Context:
+    """What a scenario sees: the backend, step bookkeeping, metrics and a place for files."""
+
+    def __init__(self, backend: Backend, result: Result, out: Callable[[str], None]) -> None:
+        self.backend = backend
+        self.topology = backend.topology
+        self.result = result
+        self.out = out
+
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[Step]:
+        record = Step(name)
+        self.result.steps.append(record)
+        started = time.monotonic()
+        try:
+            yield record
+        except (AssertionError, StepFailed, LabError, OSError, TimeoutError) as exc:
+            record.passed = False
+            record.detail = str(exc).strip() or f"{type(exc).__name__} in step"
+            raise
+        finally:
+            record.seconds = time.monotonic() - started
+            mark = OK if record.passed else FAIL
+            detail = f" — {record.detail}" if record.detail else ""
+            self.out(f"  {mark} {name}{detail} ({record.seconds:.1f} s)")
+
+    def check(self, name: str, passed: bool, detail: str = "") -> None:
+        """A one-line step: passed or not, with its detail."""
+        with self.step(name) as step:
+            step.detail = detail
+            if not passed:
+                raise StepFailed(detail or "check failed")
+
+    def metric(self, key: str, value: Any) -> None:
+        self.result.metrics[key] = value
+
+    @property
+    def results_dir(self) -> Path:
+        RESULTS.mkdir(exist_ok=True)
+        return RESULTS
+
+
+def execute(
+    scenario: Scenario,
+    backend_name: str | None = None,
+    *,
+    keep: bool = False,
+    out: Callable[[str], None] = print,
+) -> Result:
+    """Run one scenario on a fresh lab and write results/NAME.json; never raises for a failure."""
+    started = time.monotonic()
+    result = Result(scenario=scenario.name, backend=backend_name or "", passed=False)
+    out(f"{scenario.name}: {scenario.description}")
+    try:
+        with running_lab(
+            backend_name, scenario.extra, keep=keep, progress=lambda m: out(f"  · {m}")
+        ) as lab:
+            result.backend = lab.name
+            scenario.run(Context(lab, result, out))
+        result.passed = all(step.passed for step in result.steps)
+    except Skipped as exc:
+        result.skipped = str(exc)
+        result.passed = True
+        out(f"  {SKIP} skipped: {exc}")
+    except (AssertionError, StepFailed, LabError, OSError, TimeoutError) as exc:
+        if not result.steps or result.steps[-1].passed:  # failed outside a step (lab up/down)
+            result.steps.append(Step("lab", passed=False, detail=str(exc)))
+            out(f"  {FAIL} lab: {exc}")
+    except Exception as exc:  # a bug in the scenario: say where, and still write the result
+        result.steps.append(Step("scenario code", passed=False, detail=repr(exc)))
+        out(f"  {FAIL} scenario code: {exc!r}\n{traceback.format_exc()}")
+    result.seconds = time.monotonic() - started
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{scenario.name}.json"
+    path.write_text(json.dumps(result.as_dict(), indent=2) + "\n")
+    verdict = "passed" if result.passed else "FAILED"
+    out(
+        f"{scenario.name} on {result.backend or backend_name}: {verdict} in {result.seconds:.1f} s → {path}"
+    )
+    return result
+
+
+def summary_table(results: list[Result], scenarios: dict[str, Scenario]) -> str:
+    header = ("SCENARIO", "BACKEND", "RESULT", "SECONDS", "KEY METRIC")
+    rows = []
+    for r in results:
+        key = scenarios[r.scenario].key_metric
+        metric = f"{key}={r.metrics[key]}" if key and key in r.metrics else ""
+        verdict = f"skipped ({r.skipped})" if r.skipped else ("passed" if r.passed else "FAILED")
+        rows.append((r.scenario, r.backend, verdict, f"{r.seconds:.1f}", metric))
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    )

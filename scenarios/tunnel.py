@@ -1,0 +1,150 @@
+"""The VPN inside a running lab: credentials, server and clients, and what they report.
+
+Everything about where the VPN runs comes from the compose files: the node labelled
+`vpnlab.role: gateway` runs the server, with the pool, pushed networks and port from its
+`vpnlab.vpn.*` labels; nodes labelled `vpnlab.role: client` run clients.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lab.backend import Backend, LabError, Process
+from lab.model import Node
+from vpn import pki
+
+TUN = "tun0"
+
+
+def nodes_with_role(backend: Backend, role: str) -> list[Node]:
+    return [n for n in backend.topology.nodes.values() if n.labels.get("vpnlab.role") == role]
+
+
+class Tunnel:
+    """Starts and watches the VPN processes of one lab run."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        (gateway,) = nodes_with_role(backend, "gateway")
+        self.gateway = gateway
+        labels = gateway.labels
+        try:
+            self.pool = labels["vpnlab.vpn.pool"]
+            self.network = labels["vpnlab.vpn.network"]
+            self.port = int(labels.get("vpnlab.vpn.port", "4433"))
+            pushed = [n.strip() for n in labels.get("vpnlab.vpn.push", "").split(",") if n.strip()]
+        except KeyError as exc:
+            raise LabError(
+                f"gateway {gateway.name}: label {exc} missing in the compose file"
+            ) from None
+        self.routes = [str(backend.topology.network(n).subnet) for n in pushed]
+        self.server_address = str(gateway.address(self.network))
+        self.clients = [n.name for n in nodes_with_role(backend, "client")]
+        self.hosts = [n.name for n in nodes_with_role(backend, "host")]
+        self.processes: dict[str, Process] = {}
+        self.pki = pki.lab_pki(
+            backend.workdir / "pki",
+            server_name=gateway.name,
+            server_sans=(self.server_address,),
+            clients=tuple(self.clients),
+        )
+
+    def path(self, key: str) -> str:
+        return self.backend.node_path(Path(self.pki[key]))
+
+    # -- processes -----------------------------------------------------------------------------
+    def server_argv(self, *extra: str, server_cert: str = "server") -> list[str]:
+        routes = [arg for r in self.routes for arg in ("--route", r)]
+        return [
+            *self.backend.vpn_argv(), "server",
+            "--ca", self.path("ca"), "--crl", self.path("crl"),
+            "--cert", self.path(server_cert), "--key", self.path(f"{server_cert}.key"),
+            "--listen", f"0.0.0.0:{self.port}", "--pool", self.pool, *routes,
+            "--tun", TUN, "--keepalive", "2", "--dead-peer", "6",
+            *extra,
+        ]  # fmt: skip
+
+    def client_argv(self, cert: str, *extra: str, ca: str = "ca") -> list[str]:
+        directory = self.pki["rogue_dir"] if cert.startswith("rogue") else self.pki["dir"]
+        cert_path = self.backend.node_path(Path(directory) / f"{cert}.crt")
+        key_path = self.backend.node_path(Path(directory) / f"{cert}.key")
+        return [
+            *self.backend.vpn_argv(), "client",
+            "--ca", self.path(ca), "--cert", cert_path, "--key", key_path,
+            "--server", f"{self.server_address}:{self.port}", "--server-name", self.gateway.name,
+            "--tun", TUN, "--reconnect-min", "0.3", "--reconnect-max", "2",
+            *extra,
+        ]  # fmt: skip
+
+    def start_server(
+        self, *extra: str, name: str = "vpn-server", server_cert: str = "server"
+    ) -> Process:
+        process = self.backend.spawn(
+            self.gateway.name, self.server_argv(*extra, server_cert=server_cert), name=name
+        )
+        self.processes[name] = process
+        self.wait_log(process, "event=listening", "the server to listen")
+        return process
+
+    def start_client(
+        self, node: str, *extra: str, cert: str | None = None, name: str | None = None
+    ) -> Process:
+        name = name or f"vpn-{node}"
+        process = self.backend.spawn(node, self.client_argv(cert or node, *extra), name=name)
+        self.processes[name] = process
+        return process
+
+    def wait_log(self, process: Process, text: str, what: str, timeout: float = 20.0) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            log = self.backend.logs(process)
+            if text in log:
+                return log
+            status = self.backend.wait(process, 0)
+            if status is not None:
+                raise LabError(
+                    f"{what}: {process.name} exited with status {status}:\n{log[-2000:]}"
+                )
+            if time.monotonic() > deadline:
+                raise LabError(
+                    f"{what}: no '{text}' from {process.name} within {timeout:g} s:\n{log[-2000:]}"
+                )
+            time.sleep(0.1)
+
+    def stop_all(self) -> None:
+        for process in self.processes.values():
+            self.backend.stop(process, timeout=5)
+
+    # -- what they report ----------------------------------------------------------------------
+    def status(self, node: str) -> dict[str, Any] | None:
+        result = self.backend.exec(node, [*self.backend.vpn_argv(), "status", "--json"], timeout=10)
+        if result.returncode != 0:
+            return None
+        return json.loads(result.stdout)
+
+    def wait_connected(
+        self, node: str, timeout: float = 20.0, *, reconnects: int = 0
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.status(node)
+            if status and status.get("state") == "connected" and status["reconnects"] >= reconnects:
+                return status
+            if time.monotonic() > deadline:
+                raise LabError(f"{node}: tunnel not up within {timeout:g} s (status: {status})")
+            time.sleep(0.2)
+
+    def ping(self, node: str, address: str, *, count: int = 1, size: int | None = None,
+             extra: Sequence[str] = (), timeout: float = 2) -> tuple[bool, str]:  # fmt: skip
+        """(all answered, ping's summary line)."""
+        argv = ["ping", "-n", "-q", "-c", str(count), "-i", "0.2", "-W", f"{timeout:g}", *extra]
+        if size is not None:
+            argv += ["-s", str(size)]
+        result = self.backend.exec(node, [*argv, address], timeout=count * 0.2 + timeout + 10)
+        lines = [line for line in result.stdout.splitlines() if "packets transmitted" in line]
+        summary = lines[0].strip() if lines else (result.stderr.strip() or result.stdout.strip())
+        return result.returncode == 0, summary
