@@ -92,7 +92,7 @@ def run(ctx: Context) -> None:
 
 SCENARIO = Scenario(
     name="basic",
-    description="client reaches the LAN only through the TLS tunnel, and only TLS crosses the internet",
+    description="the client reaches the LAN only through the tunnel; only TLS on the internet",
     run=run,
     key_metric="rtt_avg_ms",
 )

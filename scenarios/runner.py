@@ -145,9 +145,8 @@ def execute(
     path = RESULTS / f"{scenario.name}.json"
     path.write_text(json.dumps(result.as_dict(), indent=2) + "\n")
     verdict = "passed" if result.passed else "FAILED"
-    out(
-        f"{scenario.name} on {result.backend or backend_name}: {verdict} in {result.seconds:.1f} s → {path}"
-    )
+    where = result.backend or backend_name
+    out(f"{scenario.name} on {where}: {verdict} in {result.seconds:.1f} s → {path}")
     return result
 
 
