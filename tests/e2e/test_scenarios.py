@@ -1,0 +1,34 @@
+"""Every scenario in scenarios/ on every backend: it must pass, step by step, and write its
+results file. A scenario module may add its own checks on the result (`verify`)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+
+import pytest
+
+from scenarios import all_scenarios
+from scenarios.runner import RESULTS, execute
+
+SCENARIOS = all_scenarios()
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_scenario(name: str, backend_name: str) -> None:
+    scenario = SCENARIOS[name]
+    lines: list[str] = []
+    result = execute(scenario, backend_name, out=lines.append)
+    report = "\n".join(lines)
+    if result.skipped:
+        pytest.skip(f"{name}: {result.skipped}")
+    assert result.steps, report
+    failed = [f"{s.name}: {s.detail}" for s in result.steps if not s.passed]
+    assert not failed, report
+    assert result.passed, report
+    saved = json.loads((RESULTS / f"{name}.json").read_text())
+    assert saved["scenario"] == name and saved["backend"] == backend_name and saved["passed"]
+    assert {"name", "passed", "detail"} <= set(saved["steps"][0])
+    verify = getattr(importlib.import_module(scenario.run.__module__), "verify", None)
+    if verify is not None:
+        verify(result)
