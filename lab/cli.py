@@ -272,7 +272,28 @@ def parser() -> argparse.ArgumentParser:
     capture.add_argument("--name", help="pcap name under WORKDIR/captures (default: NETWORK-time)")
     capture.add_argument("--filter", default="", help="a tcpdump filter, e.g. 'icmp or tcp'")
     capture.set_defaults(func=cmd_capture)
+
+    diagram = verbs.add_parser("diagram", help="draw the topology into docs/topology.svg and .png")
+    diagram.add_argument(
+        "--with", dest="extra", action="append", default=[], metavar="NAME",
+        help="add compose/NAME.yml to the picture (e.g. clients); repeatable",
+    )  # fmt: skip
+    diagram.add_argument(
+        "--out", default=str(REPO_ROOT / "docs" / "topology"), help="path without suffix"
+    )
+    diagram.set_defaults(func=cmd_diagram)
     return top
+
+
+def cmd_diagram(args: argparse.Namespace) -> int:
+    from lab.diagram import draw
+
+    files = default_files(REPO_ROOT, args.extra)
+    topology = load(files, os.environ)
+    outputs = [Path(f"{args.out}.svg"), Path(f"{args.out}.png")]
+    draw(topology, outputs, title="vpnlab: " + " + ".join(f.name for f in files))
+    print("drew " + ", ".join(_rel(p) for p in outputs))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
