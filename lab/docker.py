@@ -21,7 +21,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -357,16 +357,35 @@ class DockerBackend(Backend):
         bridge = self.bridge(network)
         path = self.workdir / "captures" / f"{name}.pcap"
         path.parent.mkdir(parents=True, exist_ok=True)
-        # -U: write each packet at once; -Z root: keep the right to write the run's files.
-        argv = [tcpdump, "-i", bridge, "-n", "-U", "-Z", "root", "-w", str(path)]
+        # --immediate-mode: hand each packet over at once (not a block a second later); -U: write
+        # it at once; -Z root: keep the right to write the run's files.
+        argv = [
+            tcpdump,
+            "-i",
+            bridge,
+            "-n",
+            "--immediate-mode",
+            "-U",
+            "-Z",
+            "root",
+            "-w",
+            str(path),
+        ]
         if bpf:
             argv.append(bpf)
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        stderr = _Lines(proc)
         try:
-            _await_listening(proc, bridge)
+            stderr.wait_for(lambda line: "listening on" in line, 15)
+            if proc.poll() is not None:
+                raise LabError(
+                    f"tcpdump on {bridge} did not start: {stderr.text()} (it needs root on the "
+                    "host)"
+                )
             yield Capture(network=network, path=path)
         finally:
             if proc.poll() is None:
+                _drain(proc, stderr)
                 proc.send_signal(signals.SIGINT)
                 try:
                     proc.wait(10)
@@ -583,28 +602,54 @@ class DockerBackend(Backend):
             )
 
 
-def _await_listening(proc: subprocess.Popen[bytes], bridge: str, timeout: float = 15.0) -> None:
-    """Block until tcpdump has opened the bridge, so no packet of the block is missed."""
-    assert proc.stderr is not None
-    fd = proc.stderr.fileno()
-    seen = b""
-    deadline = time.monotonic() + timeout
-    while b"listening on" not in seen:
-        left = deadline - time.monotonic()
-        if left <= 0 or proc.poll() is not None:
-            proc.kill()
-            proc.wait()
-            raise LabError(
-                f"tcpdump on {bridge} did not start: {seen.decode(errors='replace').strip()} "
-                "(it needs root on the host)"
-            )
-        ready, _, _ = select.select([fd], [], [], min(left, 0.5))
-        if ready:
-            chunk = os.read(fd, 4096)
+class _Lines:
+    """The lines a child writes to its stderr pipe, read without blocking past a deadline."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stderr is not None
+        self.fd = proc.stderr.fileno()
+        self.lines: list[str] = []
+        self._partial = b""
+
+    def wait_for(self, match: Callable[[str], bool], timeout: float) -> str | None:
+        """The first new line that matches, or None at the deadline or the end of the pipe."""
+        deadline = time.monotonic() + timeout
+        start = len(self.lines)
+        while True:
+            for line in self.lines[start:]:
+                if match(line):
+                    return line
+            start = len(self.lines)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            ready, _, _ = select.select([self.fd], [], [], left)
+            if not ready:
+                return None
+            chunk = os.read(self.fd, 4096)
             if not chunk:
-                proc.wait(5)
-                continue
-            seen += chunk
+                return None
+            *complete, self._partial = (self._partial + chunk).split(b"\n")
+            self.lines += [line.decode(errors="replace") for line in complete]
+
+    def text(self) -> str:
+        return "\n".join(self.lines[-8:]).strip() or "no output"
+
+
+def _drain(proc: subprocess.Popen[bytes], stderr: _Lines, timeout: float = 3.0) -> None:
+    """Wait until tcpdump has written every packet the kernel passed it, so that SIGINT loses
+    none. SIGUSR1 makes it print "N packets captured, M packets received by filter, ..."."""
+    counts = re.compile(r"(\d+) packets captured, (\d+) packets received by filter")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        proc.send_signal(signals.SIGUSR1)
+        line = stderr.wait_for(lambda text: counts.search(text) is not None, 1)
+        if line is None:
+            return
+        captured, received = map(int, counts.search(line).groups())  # type: ignore[union-attr]
+        if captured >= received:
+            return
+        time.sleep(0.02)
 
 
 def _tail(text: str, lines: int = 8) -> str:

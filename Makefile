@@ -1,0 +1,98 @@
+# vpnlab: a TLS 1.3 VPN over TUN, and the lab that proves it works.
+# `make` lists the targets: the text after `## ` on a target's line is its description.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+# PYTHON: the host interpreter that makes .venv; PY: the project's; BACKEND: docker or netns.
+PYTHON ?= python3
+PY ?= .venv/bin/python
+BACKEND ?= docker
+VENV_STAMP := .venv/.installed
+
+# Host tools the lab uses, as package:command (installed by `make deps` when the command is missing).
+HOST_TOOLS := iproute2:ip iputils-ping:ping iperf3:iperf3 tcpdump:tcpdump procps:ps
+
+# The Docker backend needs the node image; the netns backend needs nothing built.
+LAB_NEEDS := venv $(if $(filter docker,$(BACKEND)),images)
+
+.PHONY: help venv deps images up down scenario-basic scenarios test lint diagram bench clean
+
+help: ## list the targets
+	@echo "usage: make TARGET [BACKEND=docker|netns]"
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) \
+		| awk -F':.*## ' '{ printf "  %-16s %s\n", $$1, $$2 }'
+
+venv: $(VENV_STAMP) ## .venv with the pinned test tools and the project (editable)
+
+$(VENV_STAMP): requirements/test.txt pyproject.toml
+	$(PYTHON) -m venv .venv
+	.venv/bin/pip install -q --disable-pip-version-check -r requirements/test.txt
+	.venv/bin/pip install -q --disable-pip-version-check -e .
+	@touch $@
+
+deps: ## host packages (apt, only those missing); a Docker engine if none answers
+	@missing=(); \
+	for pair in $(HOST_TOOLS); do \
+		command -v "$${pair#*:}" >/dev/null || missing+=("$${pair%%:*}"); \
+	done; \
+	command -v mmdebstrap >/dev/null || command -v debootstrap >/dev/null || missing+=(debootstrap); \
+	if ! docker info >/dev/null 2>&1; then \
+		command -v dockerd >/dev/null || missing+=(docker.io); \
+	fi; \
+	if ! docker compose version >/dev/null 2>&1 && ! docker-compose version >/dev/null 2>&1; then \
+		missing+=(docker-compose); \
+	fi; \
+	if [ $${#missing[@]} -gt 0 ]; then \
+		echo "deps: apt-get install $${missing[*]}"; \
+		apt-get update -q >/dev/null; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+			"$${missing[@]}" >/dev/null; \
+	fi; \
+	if ! docker info >/dev/null 2>&1; then \
+		echo "deps: no Docker engine answers: starting dockerd (log: /var/log/vpnlab-dockerd.log)"; \
+		if [ -d /run/systemd/system ]; then systemctl start docker; \
+		else nohup dockerd >/var/log/vpnlab-dockerd.log 2>&1 & fi; \
+		for _ in $$(seq 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done; \
+		docker info >/dev/null 2>&1 || { tail -n 20 /var/log/vpnlab-dockerd.log >&2; \
+			echo "deps: dockerd did not come up (log above)" >&2; exit 1; }; \
+	fi
+
+images: venv ## build the node image offline (vpnlab/node); seconds when nothing changed
+	@images/base/build.sh
+	@PYTHON=$(PY) images/node/build.sh
+
+up: $(LAB_NEEDS) ## bring the lab up and leave it running (BACKEND=docker|netns)
+	$(PY) -m lab up --backend $(BACKEND)
+
+down: venv ## take down every lab left up, also after a crash
+	$(PY) -m lab down --all
+
+scenario-basic: $(LAB_NEEDS) ## the basic scenario: reachability before and through the tunnel
+	$(PY) -m scenarios basic --backend $(BACKEND)
+
+scenarios: $(LAB_NEEDS) ## every scenario, with a summary table
+	$(PY) -m scenarios all --backend $(BACKEND)
+
+test: deps venv ## every test: unit, netns and Docker (images first when Docker answers)
+	@if docker info >/dev/null 2>&1; then $(MAKE) images; \
+	else echo "test: no Docker engine answers: the Docker tests will skip"; fi
+	@rc=0; $(PY) -m pytest tests -q || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "test: pytest collected no tests: that is a failure" >&2; fi; \
+	exit $$rc
+
+lint: venv ## ruff check and ruff format --check
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+diagram: venv ## draw the lab's topology from compose/*.yml
+	$(PY) -m lab diagram
+
+bench: $(LAB_NEEDS) ## throughput and latency through the tunnel (BACKEND=docker|netns)
+	$(PY) -m bench --backend $(BACKEND)
+
+clean: ## remove build products, caches and .venv (images stay: docker rmi vpnlab/node)
+	rm -rf .venv .cache build *.egg-info .pytest_cache .ruff_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
