@@ -154,9 +154,9 @@ class Client:
             sslsock.close()
             raise
         link = Link(self, sslsock)
-        features = (
-            {protocol.FEATURE_OFFLOAD} if self.config.offload and supports_offload() else set()
-        )
+        features = {protocol.FEATURE_TAP}
+        if self.config.offload and supports_offload():
+            features.add(protocol.FEATURE_OFFLOAD)
         hello = protocol.Hello(
             version=protocol.VERSION,
             name=self.name,
@@ -185,7 +185,8 @@ class Client:
         self.teardown()
         stack = NetConf()
         try:
-            tun = open_tun(self.config.tun, vnet_hdr=config.offload, offload=config.offload)
+            name = self.config.tun.replace("tun%d", "tap%d") if config.tap else self.config.tun
+            tun = open_tun(name, tap=config.tap, vnet_hdr=config.offload, offload=config.offload)
         except BaseException:
             stack.close()
             raise
@@ -195,7 +196,8 @@ class Client:
             stack.add_address(tun.name, str(config.address))
             stack.set_link(tun.name, up=True, mtu=config.mtu)
             for route in config.routes:
-                stack.add_route(str(route), dev=tun.name)
+                if not route.subnet_of(config.address.network):  # else already on the link
+                    stack.add_route(str(route), dev=tun.name)
         except BaseException:
             self.teardown()
             raise

@@ -58,6 +58,11 @@ class ServerConfig(TlsFiles):
     )
     enable_forwarding: bool = opt(False, "turn on net.ipv4.ip_forward (restored on exit)")
     offload: bool = opt(True, "TUN offloads (virtio_net_hdr, TSO/GSO): 64 KB super-packets")
+    tap: bool = opt(False, "layer 2: a TAP device instead of TUN; clients join a bridged LAN")
+    bridge: str = opt("", "with --tap: attach the TAP device to this existing bridge")
+    tap_network: str = opt(
+        "", "with --tap: the bridged LAN (CIDR); clients get --pool addresses with its prefix"
+    )
     control: str = opt("@vpnlab-server", "status socket: a path, or @name for an abstract socket")
     log_level: str = opt("info", "debug, info, warning or error")
 

@@ -215,6 +215,29 @@ class NetConf:
 
         self._push(f"restore {ifname} {restore}", undo)
 
+    def set_master(self, ifname: str, bridge: str) -> None:
+        """Enslave `ifname` to the existing bridge `bridge` (TAP mode); close() releases it."""
+        index = self.link_index(ifname)
+        master = self.link_index(bridge)
+        kind = self._link(master).get_attr("IFLA_LINKINFO")
+        if kind is None or kind.get_attr("IFLA_INFO_KIND") != "bridge":
+            raise NetConfError(
+                f"{bridge} is not a bridge: create one (ip link add {bridge} type bridge), put "
+                "the LAN interface in it, and pass its name to --bridge"
+            )
+        try:
+            self._ipr.link("set", index=index, master=master)
+        except NetlinkError as err:
+            raise NetConfError(
+                f"attach {ifname} to bridge {bridge}: {_strerror(err)}" + self._perm_hint(err),
+                err.code,
+            ) from err
+
+        def undo() -> None:
+            self._ipr.link("set", index=index, master=0)
+
+        self._push(f"detach {ifname} from {bridge}", undo)
+
     # -- addresses ---------------------------------------------------------------------------
     def add_address(self, ifname: str, cidr: str) -> None:
         """Put address/prefix `cidr` on `ifname`; one already there is used and left in place."""

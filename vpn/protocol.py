@@ -29,6 +29,7 @@ MAX_NAME = 64
 MAX_ROUTES = 64
 VNET_HDR_LEN = 10
 FEATURE_OFFLOAD = "offload"
+FEATURE_TAP = "tap"
 
 
 class MsgType(IntEnum):
@@ -186,6 +187,7 @@ class Config:
     keepalive: float
     dead_peer: float
     offload: bool = False
+    tap: bool = False  # layer 2: DATA frames carry Ethernet frames for a TAP device
 
     def encode(self) -> bytes:
         return encode_control(
@@ -197,7 +199,9 @@ class Config:
                 "routes": [str(r) for r in self.routes],
                 "keepalive": self.keepalive,
                 "dead_peer": self.dead_peer,
-                "features": [FEATURE_OFFLOAD] if self.offload else [],
+                "features": [
+                    f for f, on in ((FEATURE_OFFLOAD, self.offload), (FEATURE_TAP, self.tap)) if on
+                ],
             },
         )
 
@@ -235,6 +239,7 @@ def decode_config(payload: bytes | memoryview) -> Config:
     dead_peer = _field(message, "dead_peer", float)
     if not (0 < keepalive <= 3600 and keepalive < dead_peer <= 86400):
         raise ProtocolError("CONFIG: keepalive must be in (0, 3600] and below dead_peer (<= 86400)")
+    features = _field({"features": [], **message}, "features", _features)
     return Config(
         address=_field(message, "address", ipaddress.IPv4Interface),
         server_address=_field(message, "server_address", ipaddress.IPv4Address),
@@ -242,7 +247,8 @@ def decode_config(payload: bytes | memoryview) -> Config:
         routes=_field({"routes": [], **message}, "routes", _routes),
         keepalive=keepalive,
         dead_peer=dead_peer,
-        offload=FEATURE_OFFLOAD in _field({"features": [], **message}, "features", _features),
+        offload=FEATURE_OFFLOAD in features,
+        tap=FEATURE_TAP in features,
     )
 
 

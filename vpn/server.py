@@ -31,6 +31,7 @@ from vpn.config import (
 from vpn.netconf import NetConf
 from vpn.pool import AddressPool, PoolExhausted, RouteTable, source_allowed
 from vpn.protocol import MsgType, ProtocolError
+from vpn.switch import Switch
 from vpn.tun import Tun, TunError, explain_write_error, open_tun, supports_offload
 
 TUN_READ = 65536 + 64
@@ -54,6 +55,7 @@ class Session(Channel):
         self.subnet_masks: tuple[tuple[int, int], ...] = ()
         self.dirty = False
         self.user = ""
+        self.mac: bytes | None = None  # layer-2 mode: the one source MAC it may use
         self._last_drop_log = 0.0
         self.offset = gateway.offset
         self.deadline = gateway.loop.call_later(gateway.config.handshake_timeout, self._expire)
@@ -79,6 +81,9 @@ class Session(Channel):
         gateway = self.gateway
         if self.phase != "data":
             raise ProtocolError(f"DATA out of order: expected HELLO ({self.phase} phase)")
+        if gateway.switch is not None:
+            gateway.switch.from_session(self, packets)
+            return
         fd, off, own, masks = gateway.tun.fd, self.offset, self.address_packed, self.subnet_masks
         peers = gateway.routes.hosts
         write = os.write
@@ -91,7 +96,7 @@ class Session(Channel):
             source = packet[off + 12 : off + 16]
             if source != own and not source_allowed(bytes(source), own, masks):
                 counters.dropped_spoofed += 1
-                self._log_drop("spoofed source", bytes(source))
+                self.log_drop("spoofed source", bytes(source))
                 continue
             peer = peers.get(bytes(packet[off + 16 : off + 20]))
             if peer is not None and peer is not self:
@@ -108,12 +113,12 @@ class Session(Channel):
                 counters.dropped_queue += 1
             except OSError as exc:
                 counters.dropped_invalid += 1
-                self._log_drop(explain_write_error(exc, packet, tun=gateway.tun), b"")
+                self.log_drop(explain_write_error(exc, packet, tun=gateway.tun), b"")
         for peer in touched:
             peer.dirty = False
             peer.flush()
 
-    def _log_drop(self, what: str, source: bytes) -> None:
+    def log_drop(self, what: str, source: bytes) -> None:
         now = time.monotonic()
         if now - self._last_drop_log < DROP_LOG_INTERVAL:
             return
@@ -155,6 +160,17 @@ class Gateway:
         except ValueError as exc:
             raise ConfigError(f"--pool/--route: {exc}") from None
         self.client_subnets = parse_client_subnets(config.client_subnet)
+        self.prefixlen = self.pool.network.prefixlen
+        self.switch: Switch | None = None
+        if config.tap:
+            self.switch = Switch(self)
+            try:
+                network = ipaddress.IPv4Network(config.tap_network or config.pool)
+            except ValueError as exc:
+                raise ConfigError(f"--tap-network: {exc}") from None
+            if not self.pool.network.subnet_of(network):
+                raise ConfigError(f"--pool {config.pool} must lie inside --tap-network {network}")
+            self.prefixlen = network.prefixlen
         self.passwords = auth.PasswordFile.load(config.passwords) if config.passwords else None
         self.context = tls.server_context(config.cert, config.key, config.ca, config.crl or None)
         self._crl_mtime = self._crl_stamp()
@@ -255,6 +271,9 @@ class Gateway:
                 "this gateway uses TUN offloads (virtio_net_hdr) and the client did not offer "
                 "them; run the server with --no-offload",
             )
+        if self.switch is not None and protocol.FEATURE_TAP not in hello.features:
+            return self._refuse(session, "this gateway runs in layer-2 (TAP) mode; the client "
+                                "does not support it")  # fmt: skip
         previous = self.sessions.get(session.identity)
         if previous is not None:
             previous.close(f"replaced by a new connection from {session.peer}", kind=MsgType.BYE)
@@ -275,13 +294,14 @@ class Gateway:
         for subnet in session.subnets:
             self.routes.add_subnet(subnet, session)
         config = protocol.Config(
-            address=ipaddress.IPv4Interface(f"{address}/{self.pool.network.prefixlen}"),
+            address=ipaddress.IPv4Interface(f"{address}/{self.prefixlen}"),
             server_address=self.pool.server_address,
             mtu=self.config.mtu,
             routes=self.pushed_routes,
             keepalive=self.config.keepalive,
             dead_peer=self.config.dead_peer,
             offload=bool(self.offset),
+            tap=self.switch is not None,
         )
         session.phase = "data"
         session.deadline.cancel()
@@ -305,6 +325,8 @@ class Gateway:
             del self.sessions[session.identity]
             self.pool.release(session.identity)
             self.routes.remove_target(session)
+            if self.switch is not None:
+                self.switch.forget(session)
         for name, value in session.counters.as_dict().items():
             setattr(self.counters, name, getattr(self.counters, name) + value)
         if session.address is not None:
@@ -382,6 +404,7 @@ class Gateway:
             "tun": self.tun.name,
             "address": f"{self.pool.server_address}/{self.pool.network.prefixlen}",
             "offload": bool(self.offset),
+            "mode": "tap" if self.switch else "tun",
             "started": self.started,
             "clients": [s.status() for s in self.sessions.values()],
             "handshaking": self.handshaking + len(self.pending),
@@ -424,6 +447,12 @@ class Gateway:
                     "or set the sysctl"
                 )
             net.set_ipv4_forwarding(True)
+        if self.switch is not None:  # layer 2: the TAP is a bridge port; the bridge has the address
+            self.tun = open_tun(config.tun.replace("tun%d", "tap%d"), tap=True)
+            net.set_link(self.tun.name, up=True, mtu=config.mtu)
+            if config.bridge:
+                net.set_master(self.tun.name, config.bridge)
+            return
         offload = config.offload and supports_offload()
         if config.offload and not offload:
             log.warn("offload_unavailable", reason="kernel lacks TUN vnet_hdr offloads")
@@ -449,7 +478,8 @@ class Gateway:
                 listener = stack.enter_context(self.listen())
                 status = await control.serve(config.control, self.status)
                 stack.callback(status.close)
-                self.loop.add_reader(self.tun.fd, self.on_tun_readable)
+                reader = self.switch.from_tap if self.switch else self.on_tun_readable
+                self.loop.add_reader(self.tun.fd, reader)
                 stack.callback(self.loop.remove_reader, self.tun.fd)
                 self.loop.add_reader(listener.fileno(), self.on_accept, listener)
                 stack.callback(self.loop.remove_reader, listener.fileno())
@@ -462,7 +492,8 @@ class Gateway:
                     "listening",
                     listen=config.listen,
                     tun=self.tun.name,
-                    address=f"{self.pool.server_address}/{self.pool.network.prefixlen}",
+                    mode="tap" if self.switch else "tun",
+                    address="-" if self.switch else f"{self.pool.server_address}/{self.prefixlen}",
                     pool=str(self.pool.network),
                     routes=",".join(config.route) or "-",
                     offload=bool(self.offset),

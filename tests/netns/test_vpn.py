@@ -369,3 +369,32 @@ def test_server_reports_busy_port_and_forwarding_off(bed: Testbed, pki: dict[str
     assert bed.run(bed.gateway, "sysctl", "-n", "net.ipv4.ip_forward").stdout.strip() == "1"
     fourth.stop()
     assert bed.run(bed.gateway, "sysctl", "-n", "net.ipv4.ip_forward").stdout.strip() == "0"
+
+
+def test_layer2_tap_mode_joins_the_lan_by_arp(bed: Testbed, pki: dict[str, Path]) -> None:
+    """The gateway bridges its TAP with the LAN; the client gets a LAN address and ARPs."""
+    gw = bed.gateway
+    for argv in (
+        ["ip", "link", "add", "br0", "type", "bridge"],
+        ["ip", "addr", "flush", "dev", "lan0"],
+        ["ip", "link", "set", "lan0", "master", "br0"],
+        ["ip", "addr", "add", "10.202.0.1/24", "dev", "br0"],
+        ["ip", "link", "set", "br0", "up"],
+    ):
+        bed.run(gw, *argv, check=True)
+    server = start_server(
+        bed, pki, "--tap", "--bridge", "br0", "--pool", "10.202.0.96/28", "--tap-network", LAN
+    )
+    start_client(bed, pki, "client1")
+    ns = bed.clients["client1"]
+    status = wait_for("client1", lambda: connected(bed, ns))
+    address = status["address"]
+    assert address.endswith("/24") and address.startswith("10.202.0."), address
+    details = bed.run(ns, "ip", "-d", "link", "show", status["tun"]).stdout
+    assert "tun type tap" in details, details
+    assert bed.ping(ns, HOST, count=3), server.output()
+    neighbours = bed.run(ns, "ip", "neigh", "show", HOST).stdout
+    assert "lladdr" in neighbours, f"no ARP entry for {HOST}: {neighbours!r}"
+    assert bed.ping(bed.host, address.split("/")[0], count=2)
+    server_status = bed.status(gw)
+    assert server_status["mode"] == "tap"
