@@ -1,4 +1,4 @@
-"""The lab's scenarios: one module each, each defining SCENARIO (a runner.Scenario)."""
+"""The lab's scenarios: one module each (tun_io.py is scenario "tun-io"), each defining SCENARIO."""
 
 from __future__ import annotations
 
@@ -7,17 +7,22 @@ import pkgutil
 
 from scenarios.runner import Scenario
 
-_SUPPORT = {"runner", "tunnel", "pcap"}
+_SUPPORT = {"runner", "tunnel", "pcap", "lab_checks", "lab_faults"}
+
+
+def names() -> list[str]:
+    """Every scenario's name, from the module names alone (nothing imported)."""
+    modules = sorted(m.name for m in pkgutil.iter_modules(__path__))
+    return [m.replace("_", "-") for m in modules if not m.startswith("_") and m not in _SUPPORT]
+
+
+def load(name: str) -> Scenario:
+    module = importlib.import_module(f"{__name__}.{name.replace('-', '_')}")
+    scenario = getattr(module, "SCENARIO", None)
+    if not isinstance(scenario, Scenario) or scenario.name != name:
+        raise LookupError(f"scenarios/{module.__name__}.py must define SCENARIO named {name!r}")
+    return scenario
 
 
 def all_scenarios() -> dict[str, Scenario]:
-    """Every module of this package that defines SCENARIO, by scenario name, in file order."""
-    found: dict[str, Scenario] = {}
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if info.name.startswith("_") or info.name in _SUPPORT:
-            continue
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        scenario = getattr(module, "SCENARIO", None)
-        if isinstance(scenario, Scenario):
-            found[scenario.name] = scenario
-    return found
+    return {name: load(name) for name in names()}

@@ -5,15 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from scenarios import all_scenarios
+from scenarios import load, names
 from scenarios.runner import execute, summary_table
 
 
 def main(argv: list[str] | None = None) -> int:
-    scenarios = all_scenarios()
+    available = names()
     parser = argparse.ArgumentParser(prog="python -m scenarios", description="Run lab scenarios.")
     parser.add_argument(
-        "name", choices=[*scenarios, "all", "list"], help="a scenario, all of them, or list"
+        "name", choices=[*available, "all", "list"], help="a scenario, all of them, or list"
     )
     parser.add_argument(
         "--backend",
@@ -25,11 +25,13 @@ def main(argv: list[str] | None = None) -> int:
         "--keep", action="store_true", help="leave the lab up afterwards (make down)"
     )
     args = parser.parse_args(argv)
+    wanted = available if args.name in ("all", "list") else [args.name]
+    scenarios = {name: load(name) for name in wanted}
     if args.name == "list":
         for scenario in scenarios.values():
             print(f"{scenario.name:22} {scenario.description}")
         return 0
-    chosen = list(scenarios.values()) if args.name == "all" else [scenarios[args.name]]
+    chosen = list(scenarios.values())
     results = []
     for backend in args.backend or [None]:
         for scenario in chosen:

@@ -8,15 +8,13 @@ import json
 
 import pytest
 
-from scenarios import all_scenarios
+from scenarios import load, names
 from scenarios.runner import RESULTS, execute
 
-SCENARIOS = all_scenarios()
 
-
-@pytest.mark.parametrize("name", list(SCENARIOS))
+@pytest.mark.parametrize("name", names())
 def test_scenario(name: str, backend_name: str) -> None:
-    scenario = SCENARIOS[name]
+    scenario = load(name)
     lines: list[str] = []
     result = execute(scenario, backend_name, out=lines.append)
     report = "\n".join(lines)
