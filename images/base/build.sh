@@ -106,9 +106,13 @@ trap cleanup EXIT
 included=$(echo "$packages" | paste -sd, -)
 phase "$tool --variant=minbase $suite (log: $log)"
 if [ "$tool" = mmdebstrap ]; then
-    # mmdebstrap already empties the apt caches and lists, and writes the tar directly.
-    if ! mmdebstrap --variant=minbase --include="$included" "$suite" "$tmp/root.tar" "$mirror" \
-        >"$log" 2>&1; then
+    # mmdebstrap already empties the apt caches and lists, and writes the tar directly. The
+    # merged-usr hook sets up /usr as debootstrap does, without the usrmerge package (and perl).
+    hooks=()
+    [ -d /usr/share/mmdebstrap/hooks/merged-usr ] \
+        && hooks=(--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr)
+    if ! mmdebstrap --variant=minbase "${hooks[@]}" --include="$included" "$suite" \
+        "$tmp/root.tar" "$mirror" >"$log" 2>&1; then
         tail -n 30 "$log" >&2
         die "mmdebstrap failed; full log: $log"
     fi
