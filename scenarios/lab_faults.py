@@ -1,5 +1,6 @@
 """What the fault and path scenarios share: the tunnel brought up step by step, programs run on
-nodes, iperf3 and ping read into numbers, a step recorded as skipped, a pcap's fragments counted.
+nodes, TCP streams checked on arrival, ping read into numbers, a step recorded as skipped, and
+fragments counted in a capture.
 
 Addresses always come from the topology; nothing here names a node but through its arguments.
 """
@@ -8,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,8 +19,6 @@ from lab.backend import Backend, Process
 from scenarios.pcap import _ip_packets
 from scenarios.runner import SKIP, Context, Step, StepFailed
 from scenarios.tunnel import Tunnel
-
-IPERF_PORT = 5201
 
 
 def address(backend: Backend, node: str, network: str = "lan") -> str:
@@ -84,41 +82,71 @@ def last_json(text: str) -> dict[str, Any]:
 
 
 # -- measuring -----------------------------------------------------------------------------------
+STREAM_PORT = 5201
+
+# A TCP stream of N bytes of a known pattern (byte i is i % 256), checked byte for byte on
+# arrival. `listen-*` binds ADDRESS:PORT and takes one connection, `connect-*` dials it; the
+# receiving end prints a JSON report.
+STREAM = """\
+import json, socket, sys, time
+role, host, port, total = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+pattern = bytes(range(256)) * 512
+if role.startswith("listen"):
+    server = socket.create_server((host, port))
+    print("listening", flush=True)
+    sock, _ = server.accept()
+else:
+    sock = socket.create_connection((host, port), timeout=10)
+    sock.settimeout(None)
+started = time.monotonic()
+if role.endswith("send"):
+    left = total
+    while left:
+        chunk = memoryview(pattern)[: min(left, 65536)]
+        sock.sendall(chunk)
+        left -= len(chunk)
+    sock.shutdown(socket.SHUT_WR)
+    sock.recv(1)  # the receiver closes once it has everything
+else:
+    got, intact = 0, True
+    while chunk := sock.recv(65536):
+        start = got % 256
+        intact = intact and chunk == pattern[start : start + len(chunk)]
+        got += len(chunk)
+    seconds = time.monotonic() - started
+    print(json.dumps({"bytes": got, "intact": intact, "seconds": round(seconds, 3),
+                      "mbit": round(got * 8 / seconds / 1e6, 2)}), flush=True)
+sock.close()
+"""
+
+
 @dataclass
-class Iperf:
-    mbit: float  # goodput at the receiving end
-    bytes: int
+class Stream:
+    bytes: int  # arrived at the receiver
+    intact: bool  # every byte as sent, in order
     seconds: float
-    retransmits: int
+    mbit: float
 
 
-def iperf(tunnel: Tunnel, client: str, server: str, *flags: str, timeout: float = 60) -> Iperf:
-    """iperf3 from client to server's LAN address through the tunnel (-R: the other way)."""
+def stream(
+    tunnel: Tunnel, client: str, host: str, total: int, *, upload: bool, timeout: float = 60
+) -> Stream:
+    """Send total bytes over TCP between client and host's LAN address, through the tunnel:
+    client → host when upload, else host → client; the receiver's report."""
     backend = tunnel.backend
-    target = address(backend, server)
+    argv = program(backend, "stream", STREAM)
+    target = [address(backend, host), str(STREAM_PORT), str(total)]
+    roles = ("listen-recv", "connect-send") if upload else ("listen-send", "connect-recv")
     listener = backend.spawn(
-        server,
-        ["iperf3", "-s", "-1", "--forceflush", "-B", target, "-p", str(IPERF_PORT)],
-        name=f"iperf-{server}-{len(tunnel.processes)}",
+        host, [*argv, roles[0], *target], name=f"stream-{len(tunnel.processes)}"
     )
     tunnel.processes[listener.name] = listener  # stopped with the rest, whatever happens
-    tunnel.wait_log(listener, "Server listening", "iperf3 to listen")
-    argv = ["iperf3", "-c", target, "-p", str(IPERF_PORT), "-J", *flags]
-    done = backend.exec(client, argv, timeout=timeout)
-    backend.stop(listener, timeout=2)
-    try:
-        report = json.loads(done.stdout)
-    except ValueError:
-        report = {"error": (done.stderr or done.stdout).strip()[-300:]}
-    if done.returncode != 0 or "error" in report:
-        raise StepFailed(f"`{shlex.join(argv)}` on {client}: {report.get('error')}")
-    received = report["end"]["sum_received"]
-    return Iperf(
-        mbit=round(received["bits_per_second"] / 1e6, 2),
-        bytes=int(received["bytes"]),
-        seconds=round(received["seconds"], 2),
-        retransmits=int(report["end"]["sum_sent"].get("retransmits", 0)),
-    )
+    tunnel.wait_log(listener, "listening", "the stream's listener")
+    done = backend.exec(client, [*argv, roles[1], *target], timeout=timeout)
+    if done.returncode != 0:
+        raise StepFailed(f"stream {roles[1]} on {client}: {(done.stderr or done.stdout)[-500:]}")
+    heard = finish(backend, listener, 10)
+    return Stream(**last_json(heard if upload else done.stdout))
 
 
 @dataclass
