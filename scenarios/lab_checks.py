@@ -187,15 +187,14 @@ def icmp_echoes(pcap: Path) -> list[Echo]:
 
 
 # -- a node's kernel -------------------------------------------------------------------------
-def ip_counters(backend: Backend, node: str) -> dict[str, int]:
-    """The `Ip:` counters of node's network namespace (/proc/net/snmp), e.g. InAddrErrors."""
-    lines = [
-        line.split()
+def snmp(backend: Backend, node: str, group: str = "Ip") -> dict[str, int]:
+    """One group of node's kernel counters (/proc/net/snmp: Ip InAddrErrors, Icmp InEchos…)."""
+    rows = [
+        line.split()[1:]
         for line in backend.ensure(node, ["cat", "/proc/net/snmp"]).splitlines()
-        if line.startswith("Ip:")
+        if line.startswith(f"{group}:")
     ]
-    names, values = lines[0][1:], lines[1][1:]
-    return {k: int(v) for k, v in zip(names, values, strict=True)}
+    return {k: int(v) for k, v in zip(rows[0], rows[1], strict=True)}
 
 
 def set_sysctl(backend: Backend, node: str, key: str, value: str) -> str:
