@@ -19,6 +19,7 @@ import shutil
 import signal as signals
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -151,10 +152,14 @@ class DockerBackend(Backend):
         workdir: Path,
         *,
         health_timeout: float = 60.0,
+        wait_for_other: float = 900.0,
     ) -> None:
+        """health_timeout: how long up() waits for the nodes; wait_for_other: how long it waits
+        for another process's lab on the same subnets to go (one lab fits on an engine)."""
         super().__init__(topology, run_id, workdir)
         self.project = project_name(run_id)
         self.health_timeout = health_timeout
+        self.wait_for_other = wait_for_other
         self._client: docker.DockerClient | None = None
         self._compose: list[str] | None = None
         self._containers: dict[str, Container] = {}
@@ -171,14 +176,20 @@ class DockerBackend(Backend):
                 f"image {image} is missing: run `make images` (it builds the node image "
                 "without a registry)"
             ) from None
-        self._check_subnets(client)
         for sub in ("run", "logs", "captures"):
             (self.workdir / sub).mkdir(parents=True, exist_ok=True)
-        done = self._run_compose("up", "-d", "--no-build", "--remove-orphans", timeout=300)
-        if done.returncode != 0:
+        deadline = time.monotonic() + self.wait_for_other
+        while True:
+            self._wait_for_other_labs(client, deadline)
+            self._check_subnets(client)
+            done = self._run_compose("up", "-d", "--no-build", "--remove-orphans", timeout=300)
+            if done.returncode == 0:
+                break
             output = (done.stderr + done.stdout).strip()
-            if "overlaps" in output:
-                self._check_subnets(client)
+            if "overlaps" in output and time.monotonic() < deadline:
+                # Another run created its networks between our check and ours: wait for it.
+                self._run_compose("down", "-v", "--remove-orphans", "-t", "1", timeout=120)
+                continue
             raise LabError(
                 f"`compose up` for {self.project} failed (exit {done.returncode}):\n{_tail(output)}"
             )
@@ -453,39 +464,80 @@ class DockerBackend(Backend):
         argv = [*self._compose, "-p", self.project]
         for file in self.topology.files:
             argv += ["-f", str(Path(file).resolve())]
-        env = {**os.environ, "VPNLAB_WORKDIR": str(self.workdir.resolve())}
+        env = {
+            **os.environ,
+            "VPNLAB_WORKDIR": str(self.workdir.resolve()),
+            "VPNLAB_OWNER": _owner(os.getpid()) or "",
+        }
         return subprocess.run(
             [*argv, *args], env=env, capture_output=True, text=True, timeout=timeout
         )
 
-    def _check_subnets(self, client: docker.DockerClient) -> None:
-        wanted = {n.name: n.subnet for n in self.topology.networks.values()}
-        clashes = []
+    def _wait_for_other_labs(self, client: docker.DockerClient, deadline: float) -> None:
+        """While a live process elsewhere runs a lab on our subnets, wait (until deadline).
+
+        A lab whose owner is gone (crashed, or left up by `make up`) is not waited for:
+        _check_subnets then says to run `make down`.
+        """
+        told = False
+        while time.monotonic() < deadline:
+            busy = sorted(
+                {
+                    f"{labels.get(_PROJECT)} (pid {owner.split('/')[1]})"
+                    for net in self._overlapping(client)
+                    for labels in [net.attrs.get("Labels") or {}]
+                    for owner in [labels.get("vpnlab.owner", "")]
+                    if owner and owner != _owner(os.getpid()) and _owner_alive(owner)
+                }
+            )
+            if not busy:
+                return
+            if not told:
+                print(
+                    f"vpnlab: {', '.join(busy)} uses the lab's subnets on this Docker engine; "
+                    f"waiting up to {deadline - time.monotonic():.0f} s for it to finish",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                told = True
+            time.sleep(1)
+
+    def _overlapping(self, client: docker.DockerClient) -> list[DockerNetwork]:
+        """Docker networks of other projects whose subnets overlap the lab's."""
+        ours = [n.subnet for n in self.topology.networks.values()]
+        found = []
         for net in client.networks.list():
-            labels = net.attrs.get("Labels") or {}
-            if labels.get(_PROJECT) == self.project:
+            if (net.attrs.get("Labels") or {}).get(_PROJECT) == self.project:
                 continue
             for config in (net.attrs.get("IPAM") or {}).get("Config") or ():
-                try:
+                with contextlib.suppress(ValueError):
                     subnet = ipaddress.ip_network(config.get("Subnet", ""), strict=False)
-                except ValueError:
-                    continue
-                for name, ours in wanted.items():
-                    if subnet.version == 4 and subnet.overlaps(ours):
-                        owner = labels.get(_PROJECT, "")
-                        if owner.startswith(PROJECT_PREFIX):
-                            hint = (
-                                f"another lab is up (run {owner.removeprefix(PROJECT_PREFIX)}): "
-                                "`make down` removes it"
-                            )
-                        else:
-                            hint = f"remove it (`docker network rm {net.name}`) if unused"
-                        clashes.append(
-                            f"network {name} ({ours}) overlaps Docker network {net.name} "
-                            f"({subnet}): {hint}"
-                        )
+                    if subnet.version == 4 and any(subnet.overlaps(o) for o in ours):
+                        found.append(net)
+                        break
+        return found
+
+    def _check_subnets(self, client: docker.DockerClient) -> None:
+        """Refuse to start over another network on the lab's subnets, saying whose it is."""
+        clashes = []
+        for net in self._overlapping(client):
+            project = (net.attrs.get("Labels") or {}).get(_PROJECT, "")
+            if project.startswith(PROJECT_PREFIX):
+                hint = (
+                    f"another lab is up (run {project.removeprefix(PROJECT_PREFIX)}): "
+                    "`make down` removes it"
+                )
+            else:
+                hint = f"remove it (`docker network rm {net.name}`) if unused"
+            subnets = ", ".join(
+                c.get("Subnet", "?") for c in (net.attrs.get("IPAM") or {}).get("Config") or ()
+            )
+            clashes.append(f"Docker network {net.name} ({subnets}): {hint}")
         if clashes:
-            raise LabError("cannot create the lab's networks: " + "; ".join(clashes))
+            ours = ", ".join(f"{n.name} {n.subnet}" for n in self.topology.networks.values())
+            raise LabError(
+                f"cannot create the lab's networks ({ours}); they overlap " + "; ".join(clashes)
+            )
 
     def _wait_healthy(self) -> None:
         """Wait until every node runs and passes its compose healthcheck test.
@@ -650,6 +702,24 @@ def _drain(proc: subprocess.Popen[bytes], stderr: _Lines, timeout: float = 3.0) 
         if captured >= received:
             return
         time.sleep(0.02)
+
+
+def _owner(pid: int) -> str | None:
+    """host/pid/start-time of a live process: names a lab's owner, safe against pid reuse."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    start_time = stat.rsplit(")", 1)[1].split()[19]
+    return f"{socket.gethostname()}/{pid}/{start_time}"
+
+
+def _owner_alive(owner: str) -> bool:
+    host, _, rest = owner.partition("/")
+    pid, _, _ = rest.partition("/")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    return _owner(int(pid)) == owner
 
 
 def _tail(text: str, lines: int = 8) -> str:

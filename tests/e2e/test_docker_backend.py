@@ -10,6 +10,7 @@ import os
 import secrets
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -249,6 +250,32 @@ def test_a_second_lab_is_refused_while_one_is_up(lab: DockerBackend, tmp_path: P
             other.up()
     finally:
         other.down()
+    assert lab.exec("client", ["true"]).returncode == 0, "the first lab is untouched"
+
+
+def test_another_process_waits_while_this_lab_lives(lab: DockerBackend, tmp_path: Path) -> None:
+    """One lab fits on an engine: a second run in another process waits for the first."""
+    owners = {
+        (n.attrs.get("Labels") or {}).get("vpnlab.owner")
+        for n in lab.engine().networks.list(filters={"label": f"{PROJECT_LABEL}={lab.project}"})
+    }
+    assert owners == {docker_lab._owner(os.getpid())}
+    code = (
+        "import sys; from pathlib import Path; from lab.docker import DockerBackend;"
+        "from lab.topology import default_files, load;"
+        f"w = Path({str(tmp_path)!r}); t = load(default_files(Path({str(REPO)!r})));"
+        f"b = DockerBackend(t, {_run_id()!r}, w, wait_for_other=3)\n"
+        "try:\n b.up()\nfinally:\n b.down()"
+    )
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO
+    )
+    waited = time.monotonic() - started
+    assert done.returncode != 0
+    assert "waiting up to" in done.stderr and lab.project in done.stderr
+    assert f"another lab is up (run {lab.run_id})" in done.stderr
+    assert waited >= 3
     assert lab.exec("client", ["true"]).returncode == 0, "the first lab is untouched"
 
 
