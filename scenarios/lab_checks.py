@@ -4,6 +4,7 @@ outage they saw, ICMP in a capture, kernel counters and sysctls of a node, waiti
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import json
 import re
@@ -20,6 +21,7 @@ import dpkt
 
 from lab.backend import Backend, LabError, Process
 from scenarios.runner import StepFailed
+from scenarios.tunnel import Tunnel
 
 T = TypeVar("T")
 
@@ -78,6 +80,16 @@ def wait_until(what: str, probe: Callable[[], T], timeout: float = 15.0, step: f
         if time.monotonic() > deadline:
             raise TimeoutError(f"no {what} within {timeout:g} s (last: {value!r})")
         time.sleep(step)
+
+
+# -- addresses -------------------------------------------------------------------------------
+def lan_address(tunnel: Tunnel, host: str) -> tuple[str, str]:
+    """(network, address) of host on a network the gateway pushes to its clients."""
+    pushed = [ipaddress.ip_network(r) for r in tunnel.routes]
+    for attachment in tunnel.backend.topology.node(host).attachments:
+        if any(attachment.address in net for net in pushed):
+            return attachment.network, str(attachment.address)
+    raise LabError(f"{host} has no address on the networks pushed to clients ({tunnel.routes})")
 
 
 # -- continuous ping -------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from scenarios.lab_checks import icmp_echoes, read_sysctl, set_sysctl, snmp
+from scenarios.lab_checks import icmp_echoes, lan_address, read_sysctl, set_sysctl, snmp
 from scenarios.runner import Context, Result, Scenario
 from scenarios.tunnel import Tunnel
 
@@ -35,9 +35,7 @@ class Hops:
         self.tunnel, self.backend = tunnel, tunnel.backend
         self.client, self.host = client, host
         gateway = tunnel.gateway
-        host_node = self.backend.topology.node(host)
-        self.lan = next(n for n in host_node.networks if n in gateway.networks)
-        self.address = str(host_node.address(self.lan))
+        self.lan, self.address = lan_address(tunnel, host)
         self.gateway_lan = str(gateway.address(self.lan))
         device = self.backend.interface(gateway.name, self.lan)
         self.gateway_mac = self.backend.ensure(
