@@ -199,9 +199,7 @@ class DockerBackend(Backend):
         try:
             client = self.engine()
         except LabError:
-            if self._client is None:
-                return  # no engine and never used one: nothing of ours can exist
-            raise
+            return  # no engine answers: it runs nothing of ours either
         self._containers.clear()
         self._interfaces.clear()
         problems = []
@@ -244,7 +242,7 @@ class DockerBackend(Backend):
         container = self.container(node)
         api = self.engine().api
         # `timeout` on the node stops the command there; the Docker API cannot kill an exec.
-        wrapped = ["timeout", "-k", "2", f"{timeout:g}", *argv]
+        wrapped = ["timeout", "-k", "2", f"{timeout:.3f}", *argv]
         exec_id = api.exec_create(container.id, wrapped, stdin=input is not None)["Id"]
         result: dict[str, Any] = {}
 
@@ -296,9 +294,12 @@ class DockerBackend(Backend):
         process = Process(node=node, name=name, log_path=self.workdir / "logs" / f"{name}.log")
         pid_file, status_file = self._run_files(process)
         if pid_file.exists() and not status_file.exists():
-            raise LabError(
-                f"a process named {name!r} is still running on {node}; stop it or pick another name"
-            )
+            pid = pid_file.read_text().strip()
+            if self.exec(node, ["kill", "-0", pid], timeout=10).returncode == 0:
+                raise LabError(
+                    f"a process named {name!r} is still running on {node} (pid {pid}); stop it "
+                    "or pick another name"
+                )
         for path in (pid_file, status_file, process.log_path):
             path.unlink(missing_ok=True)
         container.exec_run(["python3", "-c", _SPAWN, name, *argv], detach=True)

@@ -173,6 +173,8 @@ def test_spawn_signal_wait_and_logs(lab: DockerBackend) -> None:
     lab.signal(proc, signal.SIGTERM)  # already gone: no error
 
     sleeper = lab.spawn("host2", ["sleep", "300"], name="sleeper")
+    with pytest.raises(LabError, match="still running"):
+        lab.spawn("host2", ["sleep", "1"], name="sleeper")
     assert lab.stop(sleeper, timeout=5) == -signal.SIGTERM
     killed = lab.spawn("host2", ["sleep", "300"], name="killed")
     lab.signal(killed, signal.SIGKILL)
