@@ -1,6 +1,5 @@
 """What the fault and path scenarios share: the tunnel brought up step by step, programs run on
-nodes, TCP streams checked on arrival, ping read into numbers, a step recorded as skipped, and
-fragments counted in a capture.
+nodes, TCP streams checked on arrival, ping read into numbers, a step recorded as skipped.
 
 Addresses always come from the topology; nothing here names a node but through its arguments.
 """
@@ -12,11 +11,9 @@ import re
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from lab.backend import Backend, Process
-from scenarios.pcap import _ip_packets
 from scenarios.runner import SKIP, Context, Step, StepFailed
 from scenarios.tunnel import Tunnel
 
@@ -193,12 +190,3 @@ def parse_ping(done: subprocess.CompletedProcess[str]) -> Ping:
         rtt_avg_ms=float(rtt[1]) if rtt else None,
         output=text.strip(),
     )
-
-
-def fragments(pcap: Path, protocol: int) -> int:
-    """IPv4 fragments (more-fragments flag or an offset) of one IP protocol in a capture."""
-    count = 0
-    for packet in _ip_packets(pcap):
-        if getattr(packet, "p", None) == protocol and (packet.mf or packet.offset):
-            count += 1
-    return count
