@@ -118,6 +118,8 @@ def test_client_reaches_the_gateway_but_not_the_lan(lab: DockerBackend) -> None:
     assert _ping(lab, "gateway", host1) == 0, "the LAN itself works"
     # The negative baseline: without the tunnel the LAN is out of the client's reach.
     assert _ping(lab, "client", host1, count=2) != 0, "the client reaches the LAN without a VPN"
+    client = lab.topology.node("client").address("internet")
+    assert _ping(lab, "host1", client, count=2) != 0, "the LAN reaches the client without a VPN"
 
 
 def test_lan_hosts_return_the_vpn_pool_to_the_gateway(lab: DockerBackend) -> None:
