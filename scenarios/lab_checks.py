@@ -93,7 +93,9 @@ def lan_address(tunnel: Tunnel, host: str) -> tuple[str, str]:
 
 
 # -- continuous ping -------------------------------------------------------------------------
-_REPLY = re.compile(r"^\[(\d+\.\d+)\] \d+ bytes from [^:]+: icmp_seq=(\d+) .*time=([\d.]+) ms")
+_REPLY = re.compile(
+    r"^\[(\d+\.\d+)\] \d+ bytes from [^:]+: icmp_seq=(\d+) .*time=([\d.]+) ms", re.M
+)
 _TRANSMITTED = re.compile(r"^(\d+) packets transmitted")
 
 
