@@ -5,9 +5,8 @@ TCP, so loss on the link becomes delay inside it: pings and transfers still comp
 from __future__ import annotations
 
 from lab.backend import Backend
-from scenarios.lab_faults import address, connect, ping, skip_step, stream
+from scenarios.lab_faults import ping, skip_step, stream, tunnel_up
 from scenarios.runner import Context, Result, Scenario, StepFailed
-from scenarios.tunnel import Tunnel
 
 RATE_MBIT = 8  # the tbf limit
 RATE_BYTES = 3 * 1024 * 1024  # ~3 s at the limit
@@ -18,13 +17,9 @@ NO_NETEM = "kernel has no netem (sch_netem)"
 
 
 def run(ctx: Context) -> None:
-    backend = ctx.backend
-    tunnel = Tunnel(backend)
-    client, host = tunnel.clients[0], tunnel.hosts[0]
-    target = address(backend, host)
-    link = backend.interface(client, tunnel.network)
-    try:
-        connect(ctx, tunnel, client)
+    with tunnel_up(ctx) as up:
+        backend, tunnel, client, host, target = up.backend, up.tunnel, up.client, up.host, up.target
+        link = backend.interface(client, tunnel.network)
         with ctx.step(f"unimpaired: 3 MiB {client} → {host} through the tunnel") as step:
             got = stream(tunnel, client, host, RATE_BYTES, upload=True)
             assert got.intact and got.bytes == RATE_BYTES, got
@@ -86,8 +81,6 @@ def run(ctx: Context) -> None:
                 assert (pinged.rtt_avg_ms or 0) >= DELAY_MS, f"rtt {pinged.rtt_avg_ms} ms"
                 step.detail = f"rtt {pinged.rtt_avg_ms} ms with {DELAY_MS} ms added"
                 ctx.metric("netem", f"rtt {pinged.rtt_avg_ms} ms")
-    finally:
-        tunnel.stop_all()
 
 
 def dropped_packets(backend: Backend, node: str) -> int:

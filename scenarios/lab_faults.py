@@ -6,10 +6,11 @@ Addresses always come from the topology; nothing here names a node but through i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +42,33 @@ def connect(
             statuses[client] = tunnel.wait_connected(client)
             step.detail = f"{client} got {statuses[client]['address']} on {statuses[client]['tun']}"
     return statuses
+
+
+@dataclass
+class Up:
+    """A lab with the tunnel up: the lab's first client connected, and the LAN host it talks to."""
+
+    tunnel: Tunnel
+    client: str
+    host: str
+    target: str  # the host's LAN address
+    status: dict[str, Any]  # the client's `vpn status`
+
+    @property
+    def backend(self) -> Backend:
+        return self.tunnel.backend
+
+
+@contextlib.contextmanager
+def tunnel_up(ctx: Context) -> Iterator[Up]:
+    """Server and first client started as steps; every process stopped when the block ends."""
+    tunnel = Tunnel(ctx.backend)
+    client, host = tunnel.clients[0], tunnel.hosts[0]
+    try:
+        status = connect(ctx, tunnel, client)[client]
+        yield Up(tunnel, client, host, address(ctx.backend, host), status)
+    finally:
+        tunnel.stop_all()
 
 
 def skip_step(ctx: Context, name: str, reason: str) -> None:

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-from scenarios.lab_faults import address, connect, finish, last_json, ping, program, vpn_address
+from scenarios.lab_faults import finish, last_json, ping, program, tunnel_up, vpn_address
 from scenarios.pcap import _ip_packets
 from scenarios.runner import Context, Result, Scenario, StepFailed
 from scenarios.tunnel import Tunnel
@@ -43,12 +43,9 @@ print(json.dumps(report), flush=True)
 
 
 def run(ctx: Context) -> None:
-    backend = ctx.backend
-    tunnel = Tunnel(backend)
-    client, host = tunnel.clients[0], tunnel.hosts[0]
-    target = address(backend, host)
-    try:
-        status = connect(ctx, tunnel, client)[client]
+    with tunnel_up(ctx) as up:
+        backend, tunnel, client, host, target = up.backend, up.tunnel, up.client, up.host, up.target
+        status = up.status
         with node_capture(tunnel, host, "lan") as capture:
             with ctx.step(f"{client} → {host}: a {PING_SIZE}-byte ping is answered") as step:
                 seen = ping(backend, client, target, size=PING_SIZE, count=2)
@@ -94,8 +91,6 @@ def run(ctx: Context) -> None:
             )
             ctx.metric("udp_fragments_to_host", pieces[UDP, there])
             ctx.metric("udp_fragments_to_client", pieces[UDP, here])
-    finally:
-        tunnel.stop_all()
 
 
 @contextlib.contextmanager

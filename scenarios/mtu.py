@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import re
 
-from scenarios.lab_faults import address, connect, ping, stream, vpn_address
+from scenarios.lab_faults import address, ping, stream, tunnel_up, vpn_address
 from scenarios.runner import Context, Result, Scenario
-from scenarios.tunnel import TUN, Tunnel
+from scenarios.tunnel import TUN
 
 SIZES = (1400, 1472)  # ICMP payloads: 1428 and 1500 bytes on the wire, both above the tun's MTU
 HEADERS = 28  # IPv4 + ICMP
@@ -17,19 +17,14 @@ TRANSFER = 5 * 1024 * 1024  # bytes of TCP each way
 
 
 def run(ctx: Context) -> None:
-    backend = ctx.backend
-    tunnel = Tunnel(backend)
-    client = tunnel.clients[0]
-    host = tunnel.hosts[0]
-    try:
-        status = connect(ctx, tunnel, client)[client]
+    with tunnel_up(ctx) as up:
+        backend, tunnel, client, host, target = up.backend, up.tunnel, up.client, up.host, up.target
         with ctx.step(f"{client}'s {TUN} has the MTU the server pushed") as step:
             (link,) = json.loads(backend.ensure(client, ["ip", "-j", "link", "show", TUN]))
             mtu = int(link["mtu"])
             step.detail = f"mtu {mtu}"
             ctx.metric("tun_mtu", mtu)
 
-        target = address(backend, host)
         largest = mtu - HEADERS
         for size, df in [(largest, True), *((s, d) for s in SIZES for d in (True, False))]:
             mode = "do" if df else "dont"
@@ -48,7 +43,7 @@ def run(ctx: Context) -> None:
         ctx.metric("largest_df_payload", largest)
 
         gateway = address(backend, tunnel.gateway.name)
-        far = vpn_address(status)
+        far = vpn_address(up.status)
         too_big = f"{host} → {client}: DF too big for {TUN} gets Frag needed from the gateway"
         with ctx.step(too_big) as step:
             seen = ping(backend, host, far, "-M", "do", count=2, size=SIZES[0])
@@ -70,8 +65,6 @@ def run(ctx: Context) -> None:
                 assert got.intact, "the bytes that arrived differ from those sent"
                 step.detail = f"{got.bytes} bytes intact in {got.seconds} s, {got.mbit} Mbit/s"
                 ctx.metric("tcp_up_mbit" if upload else "tcp_down_mbit", got.mbit)
-    finally:
-        tunnel.stop_all()
 
 
 def verify(result: Result) -> None:

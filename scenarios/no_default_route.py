@@ -3,23 +3,19 @@ no way back to the VPN pool — until it gets one specific route, via the gatewa
 
 from __future__ import annotations
 
-from scenarios.lab_faults import address, connect, ping, vpn_address
+from scenarios.lab_faults import address, ping, tunnel_up, vpn_address
 from scenarios.pcap import judge
 from scenarios.runner import Context, Result, Scenario
-from scenarios.tunnel import Tunnel
 
 COUNT = 3
 
 
 def run(ctx: Context) -> None:
-    backend = ctx.backend
-    tunnel = Tunnel(backend)
-    client = tunnel.clients[0]
-    control, host = tunnel.hosts[0], tunnel.hosts[1]
-    target = address(backend, host)
-    try:
-        status = connect(ctx, tunnel, client)[client]
-        me = vpn_address(status)
+    with tunnel_up(ctx) as up:
+        backend, tunnel, client, control = up.backend, up.tunnel, up.client, up.host
+        host = tunnel.hosts[1]
+        target = address(backend, host)
+        me = vpn_address(up.status)
         with ctx.step(f"{host} has neither a default route nor one to the pool") as step:
             for route in ("default", tunnel.pool):
                 if backend.ensure(host, ["ip", "-4", "route", "show", route]).strip():
@@ -53,8 +49,6 @@ def run(ctx: Context) -> None:
             assert seen.ok, seen.output
             step.detail = f"{seen.summary}; still no default route"
             ctx.metric("answered_with_route", f"{seen.received}/{seen.transmitted}")
-    finally:
-        tunnel.stop_all()
 
 
 def verify(result: Result) -> None:

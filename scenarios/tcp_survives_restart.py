@@ -6,9 +6,8 @@ from __future__ import annotations
 import signal
 import time
 
-from scenarios.lab_faults import address, connect, finish, last_json, program, vpn_address
+from scenarios.lab_faults import finish, last_json, program, tunnel_up, vpn_address
 from scenarios.runner import Context, Result, Scenario
-from scenarios.tunnel import Tunnel
 
 PORT = 5400
 INTERVAL = 0.01  # seconds between two counters
@@ -67,12 +66,9 @@ print(json.dumps({"sent": n}), flush=True)
 
 
 def run(ctx: Context) -> None:
-    backend = ctx.backend
-    tunnel = Tunnel(backend)
-    client, host = tunnel.clients[0], tunnel.hosts[0]
-    target = address(backend, host)
-    try:
-        before = connect(ctx, tunnel, client)[client]
+    with tunnel_up(ctx) as up:
+        backend, tunnel, client, host, target = up.backend, up.tunnel, up.client, up.host, up.target
+        before = up.status
         with ctx.step(f"a TCP session {client} → {host} carries a counter every 10 ms") as step:
             receiver = backend.spawn(
                 host, [*program(backend, "receiver", RECEIVER), target, str(PORT)], name="receiver"
@@ -120,8 +116,6 @@ def run(ctx: Context) -> None:
             )
             ctx.metric("counters", sent)
             ctx.metric("outage_seconds", report["max_gap"])
-    finally:
-        tunnel.stop_all()
 
 
 def verify(result: Result) -> None:
