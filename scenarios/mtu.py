@@ -12,6 +12,7 @@ from scenarios.tunnel import TUN
 
 SIZES = (1400, 1472)  # ICMP payloads: 1428 and 1500 bytes on the wire, both above the tun's MTU
 HEADERS = 28  # IPv4 + ICMP
+TOO_LONG = r"message too long, mtu=(\d+)"  # ping's words for EMSGSIZE
 FRAG_NEEDED = r"From (\S+) icmp_seq=1 Frag needed and DF set \(mtu = (\d+)\)"
 TRANSFER = 5 * 1024 * 1024  # bytes of TCP each way
 
@@ -36,7 +37,7 @@ def run(ctx: Context) -> None:
                     assert seen.ok, seen.output
                     step.detail = f"{size + HEADERS}-byte packets, {seen.summary}"
                 else:
-                    said = re.search(r"message too long, mtu=(\d+)", seen.output)
+                    said = re.search(TOO_LONG, seen.output)
                     assert seen.received == 0 and said, f"expected a local error: {seen.output}"
                     assert int(said[1]) == mtu, said[0]
                     step.detail = f"refused on {client} before the tunnel: {said[0]}"
@@ -50,7 +51,7 @@ def run(ctx: Context) -> None:
             frag = re.search(FRAG_NEEDED, seen.output)
             assert frag, f"expected Frag needed from {gateway}: {seen.output}"
             assert (frag[1], int(frag[2])) == (gateway, mtu), frag[0]
-            cached = re.search(r"message too long, mtu=(\d+)", seen.output)
+            cached = re.search(TOO_LONG, seen.output)
             assert cached and int(cached[1]) == mtu, f"path MTU not learned: {seen.output}"
             step.detail = f"{frag[0]}; then {host} knows: {cached[0]}"
         with ctx.step(f"{host} → {client}: {SIZES[1]} bytes without DF, fragmented, answered") as s:
