@@ -193,6 +193,7 @@ class DockerBackend(Backend):
             raise LabError(
                 f"`compose up` for {self.project} failed (exit {done.returncode}):\n{_tail(output)}"
             )
+        self._accept_within_bridges()
         self._wait_healthy()
 
     def down(self) -> None:
@@ -203,6 +204,10 @@ class DockerBackend(Backend):
         self._containers.clear()
         self._interfaces.clear()
         problems = []
+        try:
+            self._remove_accept_rules()
+        except LabError as exc:
+            problems.append(str(exc))
         if self.topology.files:
             try:
                 done = self._run_compose("down", "-v", "--remove-orphans", "-t", "1", timeout=120)
@@ -540,6 +545,46 @@ class DockerBackend(Backend):
                 f"cannot create the lab's networks ({ours}); they overlap " + "; ".join(clashes)
             )
 
+    def _accept_within_bridges(self) -> None:
+        """Let routed traffic cross each lab network, as it would cross a switch.
+
+        With br_netfilter the host's FORWARD chain also sees bridged frames, and Docker drops
+        those of an internal network whose source or destination is outside its subnet: exactly
+        the VPN pool's packets between gateway and LAN hosts. A rule in DOCKER-USER (which runs
+        first) accepts what enters and leaves the same lab bridge; traffic between bridges
+        (client → LAN without the tunnel) stays dropped. down() removes the rules by comment.
+        """
+        iptables = _docker_iptables()
+        if iptables is None:
+            return  # Docker manages no firewall here: nothing drops the traffic
+        for network in self.topology.networks:
+            bridge = self.bridge(network)
+            rule = ["-i", bridge, "-o", bridge, "-m", "comment", "--comment", self.project]
+            done = subprocess.run(
+                [iptables, "-I", "DOCKER-USER", *rule, "-j", "ACCEPT"],
+                capture_output=True,
+                text=True,
+            )
+            if done.returncode != 0:
+                raise LabError(
+                    f"`{iptables} -I DOCKER-USER {shlex.join(rule)} -j ACCEPT` failed: "
+                    f"{done.stderr.strip()}; without it Docker drops the VPN's routed packets "
+                    "on the LAN (run as root)"
+                )
+
+    def _remove_accept_rules(self) -> None:
+        iptables = _docker_iptables()
+        if iptables is None:
+            return
+        listing = subprocess.run([iptables, "-S", "DOCKER-USER"], capture_output=True, text=True)
+        for line in listing.stdout.splitlines():
+            words = shlex.split(line)
+            if words[:2] != ["-A", "DOCKER-USER"] or f"--comment {self.project} " not in line + " ":
+                continue
+            done = subprocess.run([iptables, "-D", *words[1:]], capture_output=True, text=True)
+            if done.returncode != 0:
+                raise LabError(f"could not remove the rule `{line}`: {done.stderr.strip()}")
+
     def _wait_healthy(self) -> None:
         """Wait until every node runs and passes its compose healthcheck test.
 
@@ -703,6 +748,23 @@ def _drain(proc: subprocess.Popen[bytes], stderr: _Lines, timeout: float = 3.0) 
         if captured >= received:
             return
         time.sleep(0.02)
+
+
+def _docker_iptables() -> str | None:
+    """The iptables (nft or legacy) that holds Docker's DOCKER-USER chain, if any."""
+    for name in ("iptables", "iptables-legacy"):
+        path = shutil.which(name)
+        if path is None:
+            continue
+        listing = subprocess.run([path, "-S", "DOCKER-USER"], capture_output=True, text=True)
+        if listing.returncode == 0:
+            return path
+        if "Permission denied" in listing.stderr or "you must be root" in listing.stderr:
+            raise LabError(
+                f"`{name} -S DOCKER-USER` failed: {listing.stderr.strip()}; the Docker lab "
+                "needs root on the host"
+            )
+    return None
 
 
 def _owner(pid: int) -> str | None:

@@ -5,6 +5,7 @@ Every address comes from the compose files through the topology, never from this
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import secrets
@@ -130,6 +131,23 @@ def test_lan_hosts_return_the_vpn_pool_to_the_gateway(lab: DockerBackend) -> Non
     for host in hosts:
         routes = json.loads(lab.ensure(host.name, ["ip", "-j", "route", "show", pool]))
         assert [r.get("gateway") for r in routes] == [str(gateway.address("lan"))], host.name
+
+
+def test_routed_pool_traffic_crosses_the_lan(lab: DockerBackend) -> None:
+    """Packets from the VPN pool (not the LAN's subnet) between gateway and hosts get through:
+    what the tunnel's traffic looks like on the LAN, here without a VPN."""
+    gateway = lab.topology.node("gateway")
+    pool = ipaddress.ip_network(gateway.labels["vpnlab.vpn.pool"])
+    source = f"{pool[1]}/32"
+    lab.ensure("gateway", ["ip", "addr", "add", source, "dev", "lo"])
+    try:
+        for host in ("host1", "host2"):
+            target = str(lab.topology.node(host).address("lan"))
+            argv = ["ping", "-n", "-c", "2", "-i", "0.2", "-W", "1", "-I", str(pool[1]), target]
+            done = lab.exec("gateway", argv, timeout=10)
+            assert done.returncode == 0, f"pool → {host}: {done.stdout}"
+    finally:
+        lab.ensure("gateway", ["ip", "addr", "del", source, "dev", "lo"])
 
 
 # -- commands ----------------------------------------------------------------------------------
