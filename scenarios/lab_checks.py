@@ -12,7 +12,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -178,22 +178,33 @@ class Echo:
     eth_destination: str  # MAC address, aa:bb:…
 
 
-def icmp_echoes(pcap: Path) -> list[Echo]:
-    """Every ICMP echo request and reply in an Ethernet capture."""
-    found = []
+def _ip_frames(pcap: Path) -> Iterator[tuple[dpkt.ethernet.Ethernet, dpkt.ip.IP]]:
     with pcap.open("rb") as fh:
         for _, raw in dpkt.pcap.Reader(fh):
             frame = dpkt.ethernet.Ethernet(raw)
-            packet = frame.data
-            if not isinstance(packet, dpkt.ip.IP) or not isinstance(packet.data, dpkt.icmp.ICMP):
-                continue
-            if packet.data.type not in (dpkt.icmp.ICMP_ECHO, dpkt.icmp.ICMP_ECHOREPLY):
-                continue
+            if isinstance(frame.data, dpkt.ip.IP):
+                yield frame, frame.data
+
+
+def ip_sources(pcap: Path) -> list[str]:
+    """The source address of every IPv4 packet in an Ethernet capture."""
+    return [socket.inet_ntoa(packet.src) for _, packet in _ip_frames(pcap)]
+
+
+def icmp_echoes(pcap: Path) -> list[Echo]:
+    """Every ICMP echo request and reply in an Ethernet capture."""
+    found = []
+    for frame, packet in _ip_frames(pcap):
+        icmp = packet.data
+        if isinstance(icmp, dpkt.icmp.ICMP) and icmp.type in (
+            dpkt.icmp.ICMP_ECHO,
+            dpkt.icmp.ICMP_ECHOREPLY,
+        ):
             found.append(
                 Echo(
                     socket.inet_ntoa(packet.src),
                     socket.inet_ntoa(packet.dst),
-                    packet.data.type == dpkt.icmp.ICMP_ECHOREPLY,
+                    icmp.type == dpkt.icmp.ICMP_ECHOREPLY,
                     ":".join(f"{b:02x}" for b in frame.dst),
                 )
             )
