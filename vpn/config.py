@@ -102,7 +102,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             f"{f.metadata['help']} (default: {default!r})"
             if default not in ("", [])
             else f.metadata["help"]
-        )
+        ).replace("%", "%%")  # argparse expands %-formats in help ("tun%d")
         if kind is bool:
             parser.add_argument(
                 _flag(f.name),

@@ -98,3 +98,16 @@ def test_tls_files_required() -> None:
     cfg = parse(settings.ClientConfig, ["--server", "gw:4433"])
     with pytest.raises(settings.ConfigError, match=r"--ca, --cert, --key.*vpn pki lab"):
         settings.require_tls_files(cfg, "client")
+
+
+@pytest.mark.parametrize("verb", ["server", "client", "status", "pki", "passwd"])
+def test_every_help_text_renders(verb: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from vpn.cli import build_parser
+
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args([verb, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: vpn" in out
+    if verb in ("server", "client"):
+        assert "(default: 'tun%d')" in out
