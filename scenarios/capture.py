@@ -13,7 +13,7 @@ from pathlib import Path
 import dpkt
 
 from scenarios.lab_faults import address, connect, ping, stream, vpn_address
-from scenarios.pcap import TLS_APPLICATION_DATA, _ip_packets, judge
+from scenarios.pcap import TLS_APPLICATION_DATA, ip_packets, judge
 from scenarios.runner import Context, Result, Scenario, StepFailed
 from scenarios.tunnel import Tunnel
 
@@ -100,7 +100,7 @@ def tls_streams(path: Path, port: int) -> tuple[bytes, bytes]:
     """The first captured connection to port, reassembled: (client's bytes, server's bytes)."""
     starts: dict[tuple[str, int, str, int], int] = {}
     segments: dict[tuple[str, int, str, int], dict[int, bytes]] = {}
-    for packet in _ip_packets(path):
+    for packet in ip_packets(path):
         segment = getattr(packet, "data", None)
         if not isinstance(segment, dpkt.tcp.TCP) or port not in (segment.sport, segment.dport):
             continue

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from scenarios.lab_faults import finish, last_json, ping, program, tunnel_up, vpn_address
-from scenarios.pcap import _ip_packets
+from scenarios.pcap import ip_packets
 from scenarios.runner import Context, Result, Scenario, StepFailed
 from scenarios.tunnel import Tunnel
 
@@ -115,7 +115,7 @@ def node_capture(tunnel: Tunnel, node: str, network: str) -> Iterator[Path]:
 def fragments(pcap: Path) -> Counter[tuple[int, str]]:
     """IPv4 fragments (more-fragments flag or an offset) by (protocol, destination)."""
     count: Counter[tuple[int, str]] = Counter()
-    for packet in _ip_packets(pcap):
+    for packet in ip_packets(pcap):
         if hasattr(packet, "offset") and (packet.mf or packet.offset):
             count[packet.p, socket.inet_ntoa(packet.dst)] += 1
     return count

@@ -26,7 +26,7 @@ class Verdict:
         return not self.others and not self.leaks
 
 
-def _ip_packets(path: Path) -> Iterable[dpkt.ip.IP]:
+def ip_packets(path: Path) -> Iterable[dpkt.ip.IP]:
     with path.open("rb") as fh:
         reader = dpkt.pcap.Reader(fh)
         link = reader.datalink()
@@ -47,7 +47,7 @@ def judge(path: Path, port: int, secrets: dict[str, bytes]) -> Verdict:
     for label, secret in secrets.items():
         if secret and secret in raw:
             verdict.leaks.append(f"{label} ({secret.hex()}) appears in clear")
-    for packet in _ip_packets(path):
+    for packet in ip_packets(path):
         verdict.packets += 1
         if not isinstance(packet, dpkt.ip.IP):
             verdict.protocols[type(packet).__name__] += 1  # ARP, IPv6 neighbour discovery…
