@@ -1,16 +1,21 @@
 """One TLS connection carrying frames: the socket half of the hot path.
 
 The socket is a non-blocking `ssl.SSLSocket` driven by the event loop's reader/writer callbacks
-(no asyncio streams, no per-packet coroutine). Each wake-up drains what the socket holds, walks
-the frames in place with memoryviews, and hands all DATA payloads of that batch to the owner in
-one call. Writes are coalesced: packets are appended to a buffer and the whole batch goes out in
-one `send` per wake-up.
+(no asyncio streams, no per-packet coroutine). Each wake-up drains what the socket holds and
+hands the DATA payloads to the owner as soon as a frame is complete, as memoryviews into the
+read buffer: no copy, and a partial frame is looked at again only once enough bytes arrived.
+
+Writes are coalesced into one of two preallocated send buffers: packets are appended (or read
+from the TUN straight into the buffer, see `room`/`commit`) and the whole batch goes out in one
+`send` per wake-up, while the other buffer holds what the socket has not taken yet. Buffers
+are anonymous mappings: an idle session costs the pages it touched, not their full size.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import mmap
 import socket
 import ssl
 import time
@@ -21,9 +26,14 @@ from vpn import protocol
 from vpn.protocol import HEADER, HEADER_LEN, MsgType, ProtocolError
 
 READ_BUFFER = 1 << 20
+RECORD = 1 << 14  # the largest TLS record payload
 RECORD_ROOM = 1 << 15  # keep at least two TLS records of free space before each recv
 MAX_QUEUE = 1 << 20  # bytes waiting for one slow peer before its packets are dropped
 RECV_BUDGET = 256  # recv calls per wake-up, so one busy peer cannot starve the others
+FRAME_ROOM = HEADER_LEN + protocol.MAX_DATA  # one DATA frame at most
+SEND_BUFFER = MAX_QUEUE + 2 * FRAME_ROOM + protocol.MAX_CONTROL
+_DATA_WORD = protocol.DATA_WORD
+_pack_into = HEADER.pack_into
 
 
 @dataclass
@@ -42,6 +52,11 @@ class Counters:
         return dict(self.__dict__)
 
 
+def _buffer(size: int) -> memoryview:
+    """Zeroed memory whose pages become resident only once written (unlike bytearray(size))."""
+    return memoryview(mmap.mmap(-1, size))
+
+
 class Channel:
     """Framed, batched I/O on one TLS socket. Subclasses implement the three hooks."""
 
@@ -49,12 +64,21 @@ class Channel:
         self.loop = loop
         self.sock = sock
         self.fd = sock.fileno()
-        self.buf = bytearray(READ_BUFFER)
-        self.view = memoryview(self.buf)
-        self.start = 0
-        self.end = 0
-        self.out = bytearray()
-        self.pending: memoryview | None = None
+        # The C object under SSLSocket: one call per TLS record instead of three (recv_into and
+        # read are Python wrappers around it). Same errors, except a ragged EOF (see below).
+        sslobj = getattr(sock, "_sslobj", None)
+        self._read: Callable[[int, memoryview], int] = (
+            sslobj.read if sslobj is not None else lambda n, b: sock.recv_into(b, n)
+        )
+        self._write: Callable[[memoryview], int] = sslobj.write if sslobj is not None else sock.send
+        self.view = _buffer(READ_BUFFER)
+        self.start = 0  # first byte not yet walked
+        self.end = 0  # end of the bytes received
+        self.need = HEADER_LEN  # `end` at which the frame at `start` is complete
+        self.out = _buffer(SEND_BUFFER)  # being filled: frames[0:out_len]
+        self.out_len = 0
+        self._spare = _buffer(SEND_BUFFER)  # the other one: `pending` is a view of it, if set
+        self.pending: memoryview | None = None  # a batch the socket has not taken completely
         self.closed = False
         self.counters = Counters()
         now = time.monotonic()
@@ -63,6 +87,11 @@ class Channel:
         self.connected_at = time.time()
         self._writer = False
         self.offset = 0  # bytes of virtio_net_hdr before each packet in DATA frames
+        # Set by on_packets to run when a small read wake-up (one record at most: a ping, a
+        # request) ends, before the flush: the owner reads what its TUN writes provoked at
+        # once, so a reply leaves in the same wake-up. Bulk wake-ups leave that to the loop,
+        # which then reads a bigger batch.
+        self.after_read: Callable[[], None] | None = None
         loop.add_reader(self.fd, self.on_readable)
 
     # -- hooks ---------------------------------------------------------------------------------
@@ -79,27 +108,33 @@ class Channel:
 
     # -- reading -------------------------------------------------------------------------------
     def on_readable(self) -> None:
-        sock, view = self.sock, self.view
+        sock, view, read = self.sock, self.view, self._read
+        end, need = self.end, self.need
         received = 0
         for _ in range(RECV_BUDGET):
-            if READ_BUFFER - self.end < RECORD_ROOM:
+            if READ_BUFFER - end < RECORD_ROOM:
+                self.end = end
                 self._compact()
+                end, need = self.end, self.need
             try:
-                n = sock.recv_into(view[self.end :])
+                n = read(READ_BUFFER - end, view[end:])
             except ssl.SSLWantReadError:
                 break
             except ssl.SSLWantWriteError:
                 self._want_writer()
                 break
+            except ssl.SSLEOFError:
+                n = 0  # the TCP connection ended without a TLS goodbye
             except (OSError, ssl.SSLError) as exc:
                 self.close(_describe_io_error(exc), send_error=False)
                 return
             if n == 0:
                 self.close("peer closed the connection", send_error=False)
                 return
-            self.end += n
+            end += n
             received += n
-            if self.end - self.start >= HEADER_LEN:
+            if end >= need:
+                self.end = end
                 try:
                     self._walk()
                 except ProtocolError as exc:
@@ -107,15 +142,22 @@ class Channel:
                     return
                 if self.closed:
                     return
+                end, need = self.end, self.need
         else:
             if sock.pending():
                 self.loop.call_soon(self.on_readable)
+        self.end = end
         if received:
             self.last_rx = time.monotonic()
             self.counters.rx_bytes += received
+        if self.after_read is not None:
+            after, self.after_read = self.after_read, None
+            if received <= RECORD:
+                after()
         self.flush()
 
     def _walk(self) -> None:
+        """Hand over every complete frame in [start, end); set `need` for the next one."""
         view, pos, end = self.view, self.start, self.end
         packets: list[memoryview] = []
         unpack = HEADER.unpack_from
@@ -125,7 +167,8 @@ class Channel:
             protocol.LENGTH_MASK,
             protocol.MAX_DATA,
         )
-        while end - pos >= HEADER_LEN:
+        need = pos + HEADER_LEN
+        while end >= need:
             word = unpack(view, pos)[0]
             kind, length = word >> shift, word & mask
             if kind == data:
@@ -133,57 +176,91 @@ class Channel:
                     raise ProtocolError(
                         f"DATA frame of {length} bytes exceeds the limit of {limit}"
                     )
-                stop = pos + HEADER_LEN + length
+                stop = need + length
                 if stop > end:
+                    need = stop
                     break
-                packets.append(view[pos + HEADER_LEN : stop])
+                packets.append(view[need:stop])
                 pos = stop
+                need = pos + HEADER_LEN
                 continue
             kind, length = protocol.parse_header(word)
-            stop = pos + HEADER_LEN + length
+            stop = need + length
             if stop > end:
+                need = stop
                 break
             if packets:  # keep order: packets before a control frame are delivered first
                 self.counters.rx_packets += len(packets)
+                self.start = pos
                 self.on_packets(packets)
                 packets = []
+                if self.closed:
+                    return
             self.start = stop
-            self.on_control(kind, view[pos + HEADER_LEN : stop])
+            self.on_control(kind, view[need:stop])
             if self.closed:
                 return
             pos = stop
+            need = pos + HEADER_LEN
         self.start = pos
         if packets:
             self.counters.rx_packets += len(packets)
             self.on_packets(packets)
         if self.start == self.end:
             self.start = self.end = 0
+            need = HEADER_LEN
+        self.need = need
 
     def _compact(self) -> None:
+        """Move the partial frame at `start` to the front of the buffer."""
         remaining = self.end - self.start
         if remaining:
             self.view[:remaining] = self.view[self.start : self.end]
+        self.need -= self.start
         self.start, self.end = 0, remaining
 
     # -- writing -------------------------------------------------------------------------------
     def queue_packet(self, packet: bytes | memoryview) -> bool:
         """Append one DATA frame; False (and counted) when this peer's queue is full."""
-        out = self.out
-        if len(out) > MAX_QUEUE:
+        pos = self.out_len
+        if pos > MAX_QUEUE:
             self.counters.dropped_queue += 1
             return False
-        out += HEADER.pack(protocol.DATA_WORD | len(packet))
-        out += packet
+        stop = pos + HEADER_LEN + len(packet)
+        _pack_into(self.out, pos, _DATA_WORD | len(packet))
+        self.out[pos + HEADER_LEN : stop] = packet
+        self.out_len = stop
         self.counters.tx_packets += 1
         return True
 
+    def room(self) -> memoryview | None:
+        """Where the next DATA payload can be written in place (up to MAX_DATA bytes, e.g. by
+        reading the TUN into it), or None when this peer's queue is full. `commit` keeps it."""
+        pos = self.out_len
+        if pos > MAX_QUEUE:
+            return None
+        return self.out[pos + HEADER_LEN : pos + FRAME_ROOM]
+
+    def commit(self, length: int) -> None:
+        """The last `room` now holds a payload of `length` bytes: queue it as a DATA frame."""
+        pos = self.out_len
+        _pack_into(self.out, pos, _DATA_WORD | length)
+        self.out_len = pos + HEADER_LEN + length
+        self.counters.tx_packets += 1
+
     def send_frame(self, frame: bytes) -> None:
-        self.out += frame
+        pos, stop = self.out_len, self.out_len + len(frame)
+        if stop > len(self.out):  # only control frames queued behind a full queue get here
+            bigger = _buffer(max(2 * len(self.out), stop))
+            bigger[:pos] = self.out[:pos]
+            self.out = bigger
+        self.out[pos:stop] = frame
+        self.out_len = stop
         self.flush()
 
     @property
     def backlog(self) -> int:
-        return len(self.out) + (len(self.pending) if self.pending is not None else 0)
+        return self.out_len + (len(self.pending) if self.pending is not None else 0)
 
     def flush(self) -> None:
         """Send what is queued; returns with the rest pending when the socket is full."""
@@ -191,12 +268,14 @@ class Channel:
             return
         while True:
             if self.pending is None:
-                if not self.out:
+                if not self.out_len:
                     break
-                self.pending = memoryview(self.out)
-                self.out = bytearray()
+                # The filled buffer becomes the pending batch; the spare one is filled next.
+                self.pending = self.out[: self.out_len]
+                self.out, self._spare = self._spare, self.out
+                self.out_len = 0
             try:
-                sent = self.sock.send(self.pending)
+                sent = self._write(self.pending)
             except (ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError):
                 self._want_writer()
                 return
@@ -253,7 +332,7 @@ class Channel:
         with contextlib.suppress(OSError):
             self.sock.close()
         self.pending = None
-        self.out = bytearray()
+        self.out_len = 0
         self.on_closed(reason)
 
 

@@ -224,21 +224,25 @@ class Client:
     # -- packets from the TUN to the gateway ---------------------------------------------------
     def on_tun_readable(self) -> None:
         link = self.link
-        fd, read = self.tun.fd, os.read
         if link is None or link.closed or link.phase != "data":
             self.pause_tun()
             return
-        queue = link.queue_packet
+        fd, readv = self.tun.fd, os.readv
+        room, commit = link.room, link.commit
         for _ in range(TUN_BUDGET):
+            space = room()
+            if space is None:
+                break  # a full queue: send first
             try:
-                packet = read(fd, TUN_READ)
+                length = readv(fd, (space,))  # straight into the send buffer, no copy
             except BlockingIOError:
                 break
             except OSError as exc:
                 log.warn("tun_read_failed", tun=self.tun.name, error=str(exc))
                 break
-            queue(packet)
-            if len(link.out) > MAX_BACKLOG:
+            if length:
+                commit(length)
+            if link.out_len > MAX_BACKLOG:
                 break
         link.flush()
         if link.pending is not None:
