@@ -13,7 +13,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -110,7 +110,6 @@ class PingStats:
     late: int  # answered after more than a second (queued while the tunnel was down)
     outage_seconds: float
     longest_silence_seqs: tuple[int, int] = (0, 0)  # the last reply before it, the first after
-    replies: list[tuple[float, int]] = field(default_factory=list, repr=False)
 
     def __str__(self) -> str:
         return (
@@ -143,9 +142,7 @@ def parse_ping(text: str, interval: float) -> PingStats:
         if t1 - t0 > gap:
             gap, before, after = t1 - t0, s0, s1
     outage = max(0.0, gap - interval)
-    return PingStats(
-        sent, len(answered_seqs), lost, late, round(outage, 2), (before, after), replies
-    )
+    return PingStats(sent, len(answered_seqs), lost, late, round(outage, 2), (before, after))
 
 
 class ContinuousPing:
