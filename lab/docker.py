@@ -2,8 +2,9 @@
 
 Compose creates and removes the lab from the same files the namespace backend reads (so the
 topology has one source), through its command line: `docker compose` (v2) where it exists,
-`docker-compose` (1.29) otherwise. Everything else goes through the Docker SDK, plus `ip` and
-`tcpdump` on the host for what only the host can do: pull a node's cable, watch a bridge.
+`docker-compose` (1.29) otherwise. Everything else goes through the Docker SDK, plus `ip`,
+`iptables` and `tcpdump` on the host for what only the host can do: pull a node's cable, let
+routed traffic cross a lab network, watch a bridge.
 """
 
 from __future__ import annotations
@@ -393,8 +394,8 @@ class DockerBackend(Backend):
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
         stderr = _Lines(proc)
         try:
-            stderr.wait_for(lambda line: "listening on" in line, 15)
-            if proc.poll() is not None:
+            listening = stderr.wait_for(lambda line: "listening on" in line, 15)
+            if listening is None or proc.poll() is not None:
                 raise LabError(
                     f"tcpdump on {bridge} did not start: {stderr.text()} (it needs root on the "
                     "host)"
