@@ -9,6 +9,10 @@ MAKEFLAGS += --no-print-directory
 # PYTHON: the host interpreter that makes .venv; PY: the project's; BACKEND: docker or netns.
 PYTHON ?= python3
 PY ?= .venv/bin/python
+# BACKENDS: the backends `make scenarios` runs every scenario on; WITH: extra compose files for
+# `make up` (e.g. WITH=clients).
+BACKENDS ?= docker netns
+WITH ?=
 BACKEND ?= docker
 VENV_STAMP := .venv/.installed
 
@@ -18,7 +22,7 @@ HOST_TOOLS := iproute2:ip iputils-ping:ping iperf3:iperf3 tcpdump:tcpdump procps
 # The Docker backend needs the node image; the netns backend needs nothing built.
 LAB_NEEDS := venv $(if $(filter docker,$(BACKEND)),images)
 
-.PHONY: help venv deps images up down scenario-basic scenarios test lint diagram bench clean
+.PHONY: help venv deps images up down scenario-basic scenario-list scenarios test lint diagram bench clean
 
 help: ## list the targets
 	@echo "usage: make TARGET [BACKEND=docker|netns]"
@@ -65,7 +69,7 @@ images: venv ## build the node image offline (vpnlab/node); seconds when nothing
 	@PYTHON=$(PY) images/node/build.sh
 
 up: $(LAB_NEEDS) ## bring the lab up and leave it running (BACKEND=docker|netns)
-	$(PY) -m lab up --backend $(BACKEND)
+	$(PY) -m lab up --backend $(BACKEND) $(addprefix --with ,$(WITH))
 
 down: venv ## take down every lab left up, also after a crash
 	$(PY) -m lab down --all
@@ -73,8 +77,14 @@ down: venv ## take down every lab left up, also after a crash
 scenario-basic: $(LAB_NEEDS) ## the basic scenario: reachability before and through the tunnel
 	$(PY) -m scenarios basic --backend $(BACKEND)
 
-scenarios: $(LAB_NEEDS) ## every scenario, with a summary table
-	$(PY) -m scenarios all --backend $(BACKEND)
+scenarios: venv images ## every scenario on both backends + a summary; one: make scenario-NAME
+	$(PY) -m scenarios all $(addprefix --backend ,$(BACKENDS))
+
+scenario-%: $(LAB_NEEDS)  # one scenario by name, e.g. make scenario-tun-io
+	$(PY) -m scenarios $* --backend $(BACKEND)
+
+scenario-list: venv ## the scenarios, one line each
+	$(PY) -m scenarios list
 
 test: deps venv ## every test: unit, netns and Docker (images first when Docker answers)
 	@if docker info >/dev/null 2>&1; then $(MAKE) images; \
