@@ -86,7 +86,9 @@ class Backend(abc.ABC):
         check: bool = False,
         input: bytes | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """Run argv on node and wait; stdout/stderr as text. check=True raises LabError."""
+        """Run argv on node and wait; stdout/stderr as text; a signal's status is 128+N, as a
+        shell reports it. check=True raises LabError on a non-zero status; a command still
+        running after `timeout` is killed and LabError raised."""
 
     @abc.abstractmethod
     def spawn(self, node: str, argv: Sequence[str], *, name: str) -> Process:
@@ -98,7 +100,8 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def wait(self, process: Process, timeout: float) -> int | None:
-        """Wait for a spawned program to exit; its exit status, or None on timeout."""
+        """Wait for a spawned program to exit: its exit status, -N if signal N ended it (as
+        subprocess reports), or None on timeout."""
 
     def stop(self, process: Process, timeout: float = 10.0) -> int | None:
         """SIGTERM, then SIGKILL after timeout; the exit status."""

@@ -429,7 +429,7 @@ class NetnsBackend(Backend):
 
     def wait(self, process: Process, timeout: float) -> int | None:
         try:
-            return _status(self._proc(process).wait(timeout))
+            return self._proc(process).wait(timeout)  # -N for signal N, as Backend.wait says
         except subprocess.TimeoutExpired:
             return None
 
