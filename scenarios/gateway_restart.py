@@ -38,7 +38,7 @@ def run(ctx: Context) -> None:
             killed_at = time.monotonic()
             backend.signal(server, signal.SIGKILL)
             status = backend.wait(server, 10)
-            # killed by signal 9: 128+9 as a shell says it (netns), or -9 as Popen does (docker)
+            # killed by signal 9: wait() says -9 (as Popen does) on every backend
             assert status == -signal.SIGKILL, f"exit status {status}"
             step.detail = f"exit status {status}, no goodbye sent to the clients"
 
