@@ -85,9 +85,15 @@ class Context:
         started = time.monotonic()
         try:
             yield record
-        except (AssertionError, StepFailed, LabError, OSError, TimeoutError) as exc:
+        except Skipped:
+            raise
+        except Exception as exc:  # any failure inside a step is that step's ✗, bugs included
             record.passed = False
-            record.detail = str(exc).strip() or f"{type(exc).__name__} in step"
+            detail = str(exc).strip()
+            expected = isinstance(
+                exc, AssertionError | StepFailed | LabError | OSError | TimeoutError
+            )
+            record.detail = detail if expected and detail else f"{type(exc).__name__}: {detail}"
             raise
         finally:
             record.seconds = time.monotonic() - started

@@ -367,7 +367,10 @@ def check_packet(
                 "not starting at 0) or the hex text itself written instead of the bytes gives this"
             )
             if _looks_like_hex_text(bytes(data[:8])):
-                hint += " — these bytes look like hex text: convert it with `xxd -r -p` first"
+                hint += (
+                    " — these bytes look like hex text: convert it first, with `xxd -r` for an "
+                    "xxd dump (offset column first), `xxd -r -p` for plain hex digits"
+                )
             elif first == 0:
                 hint += " — it starts with zero bytes, as `xxd -r` pads up to the first offset"
             return hint
