@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import dpkt
 
 from lab.backend import Backend, LabError, Process
+from scenarios.pcap import frames
 from scenarios.runner import StepFailed
 from scenarios.tunnel import Tunnel
 
@@ -176,11 +177,9 @@ class Echo:
 
 
 def _ip_frames(pcap: Path) -> Iterator[tuple[dpkt.ethernet.Ethernet, dpkt.ip.IP]]:
-    with pcap.open("rb") as fh:
-        for _, raw in dpkt.pcap.Reader(fh):
-            frame = dpkt.ethernet.Ethernet(raw)
-            if isinstance(frame.data, dpkt.ip.IP):
-                yield frame, frame.data
+    for frame in frames(pcap):
+        if isinstance(frame, dpkt.ethernet.Ethernet) and isinstance(frame.data, dpkt.ip.IP):
+            yield frame, frame.data
 
 
 def ip_sources(pcap: Path) -> list[str]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lab.backend import Backend, Process
+from scenarios.lab_checks import program_argv
 from scenarios.runner import SKIP, Context, Step, StepFailed
 from scenarios.tunnel import Tunnel
 
@@ -79,11 +80,9 @@ def skip_step(ctx: Context, name: str, reason: str) -> None:
 
 # -- programs on nodes ---------------------------------------------------------------------------
 def program(backend: Backend, name: str, source: str) -> list[str]:
-    """Write a Python program under the run's work directory; the argv that runs it on a node."""
-    path = backend.workdir / "programs" / f"{name}.py"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(source)
-    return ["python3", backend.node_path(path)]
+    """The argv that runs a Python program on the lab's nodes (they share one interpreter)."""
+    any_node = next(iter(backend.topology.nodes))
+    return program_argv(backend, any_node, name, source)
 
 
 def finish(backend: Backend, process: Process, timeout: float) -> str:

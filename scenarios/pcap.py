@@ -26,18 +26,24 @@ class Verdict:
         return not self.others and not self.leaks
 
 
-def ip_packets(path: Path) -> Iterable[dpkt.ip.IP]:
+def frames(path: Path) -> Iterable[dpkt.ethernet.Ethernet | dpkt.sll.SLL]:
+    """Every frame of a capture, decoded from its link layer (Ethernet or Linux cooked)."""
     with path.open("rb") as fh:
         reader = dpkt.pcap.Reader(fh)
         link = reader.datalink()
         for _, raw in reader:
             if link == dpkt.pcap.DLT_LINUX_SLL:
-                frame = dpkt.sll.SLL(raw)
+                yield dpkt.sll.SLL(raw)
             elif link == dpkt.pcap.DLT_EN10MB:
-                frame = dpkt.ethernet.Ethernet(raw)
+                yield dpkt.ethernet.Ethernet(raw)
             else:
                 raise ValueError(f"{path}: unsupported link type {link}")
-            yield frame.data
+
+
+def ip_packets(path: Path) -> Iterable[dpkt.ip.IP]:
+    """What each frame carries (IPv4 packets, and ARP or IPv6 objects the caller may skip)."""
+    for frame in frames(path):
+        yield frame.data
 
 
 def judge(path: Path, port: int, secrets: dict[str, bytes]) -> Verdict:
