@@ -100,8 +100,14 @@ lint: venv ## ruff check and ruff format --check
 diagram: venv ## draw the lab's topology from compose/*.yml
 	$(PY) -m lab diagram
 
-bench: $(LAB_NEEDS) ## throughput and latency through the tunnel (BACKEND=docker|netns)
-	$(PY) -m bench --backend $(BACKEND)
+bench: venv ## vpn vs plain routing vs OpenVPN in the netns lab (root; ARGS="--repeat 5")
+	@$(PY) -c 'import matplotlib' 2>/dev/null \
+		|| .venv/bin/pip install -q --disable-pip-version-check 'matplotlib>=3.8'
+	$(PY) -m bench $(ARGS)
+
+.PHONY: bench-scale
+bench-scale: venv ## N clients on one gateway: handshakes/s, memory, fairness (ARGS="--clients 50")
+	$(PY) -m bench.scale $(ARGS)
 
 clean: ## remove build products, caches and .venv (images stay: docker rmi vpnlab/node)
 	rm -rf .venv .cache build *.egg-info .pytest_cache .ruff_cache .hypothesis
