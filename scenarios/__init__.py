@@ -7,7 +7,7 @@ import pkgutil
 
 from scenarios.runner import Scenario
 
-_SUPPORT = {"runner", "tunnel", "pcap", "lab_checks", "lab_faults"}
+_SUPPORT = {"runner", "tunnel", "pcap", "probes", "lab_checks", "lab_faults"}
 
 
 def names() -> list[str]:

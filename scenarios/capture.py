@@ -12,8 +12,9 @@ from pathlib import Path
 
 import dpkt
 
-from scenarios.lab_faults import address, connect, ping, stream, vpn_address
+from scenarios.lab_faults import address, connect, stream, vpn_address
 from scenarios.pcap import TLS_APPLICATION_DATA, ip_packets, judge
+from scenarios.probes import ping
 from scenarios.runner import Context, Result, Scenario, StepFailed
 from scenarios.tunnel import Tunnel
 

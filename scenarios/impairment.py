@@ -5,7 +5,8 @@ TCP, so loss on the link becomes delay inside it: pings and transfers still comp
 from __future__ import annotations
 
 from lab.backend import Backend
-from scenarios.lab_faults import ping, skip_step, stream, tunnel_up
+from scenarios.lab_faults import skip_step, stream, tunnel_up
+from scenarios.probes import ping
 from scenarios.runner import Context, Result, Scenario
 
 RATE_MBIT = 8  # the tbf limit

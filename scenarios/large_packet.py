@@ -12,8 +12,9 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-from scenarios.lab_faults import finish, last_json, ping, program, tunnel_up, vpn_address
+from scenarios.lab_faults import finish, last_json, program, tunnel_up, vpn_address
 from scenarios.pcap import ip_packets
+from scenarios.probes import ping
 from scenarios.runner import Context, Result, Scenario, StepFailed
 from scenarios.tunnel import Tunnel
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import re
 
-from scenarios.lab_faults import address, ping, stream, tunnel_up, vpn_address
+from scenarios.lab_faults import address, stream, tunnel_up, vpn_address
+from scenarios.probes import ping
 from scenarios.runner import Context, Result, Scenario
 from scenarios.tunnel import TUN
 

@@ -3,8 +3,9 @@ no way back to the VPN pool — until it gets one specific route, via the gatewa
 
 from __future__ import annotations
 
-from scenarios.lab_faults import address, ping, tunnel_up, vpn_address
+from scenarios.lab_faults import address, tunnel_up, vpn_address
 from scenarios.pcap import judge
+from scenarios.probes import ping
 from scenarios.runner import Context, Result, Scenario
 
 COUNT = 3

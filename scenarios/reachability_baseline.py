@@ -3,7 +3,8 @@ it — the client cannot reach the LAN, nor the LAN the client."""
 
 from __future__ import annotations
 
-from scenarios.lab_faults import address, ping
+from scenarios.lab_faults import address
+from scenarios.probes import ping
 from scenarios.runner import Context, Result, Scenario
 from scenarios.tunnel import nodes_with_role
 

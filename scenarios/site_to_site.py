@@ -8,8 +8,9 @@ import ipaddress
 from pathlib import Path
 from typing import Any
 
-from scenarios.lab_faults import address, connect, ping
+from scenarios.lab_faults import address, connect
 from scenarios.pcap import judge
+from scenarios.probes import ping
 from scenarios.runner import Context, Result, Scenario
 from scenarios.tunnel import Tunnel, nodes_with_role
 from vpn import pki

@@ -15,6 +15,7 @@ from typing import Any
 
 from lab.backend import Backend, LabError, Process
 from lab.model import Node
+from scenarios.probes import ping
 from vpn import pki
 
 TUN = "tun0"
@@ -141,10 +142,6 @@ class Tunnel:
     def ping(self, node: str, address: str, *, count: int = 1, size: int | None = None,
              extra: Sequence[str] = (), timeout: float = 2) -> tuple[bool, str]:  # fmt: skip
         """(all answered, ping's summary line)."""
-        argv = ["ping", "-n", "-q", "-c", str(count), "-i", "0.2", "-W", f"{timeout:g}", *extra]
-        if size is not None:
-            argv += ["-s", str(size)]
-        result = self.backend.exec(node, [*argv, address], timeout=count * 0.2 + timeout + 10)
-        lines = [line for line in result.stdout.splitlines() if "packets transmitted" in line]
-        summary = lines[0].strip() if lines else (result.stderr.strip() or result.stdout.strip())
-        return result.returncode == 0, summary
+        result = ping(self.backend, node, address, *extra, count=count, size=size, wait=timeout)
+        lines = [line for line in result.output.splitlines() if "packets transmitted" in line]
+        return result.ok, lines[0].strip() if lines else result.output
