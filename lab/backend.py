@@ -128,6 +128,11 @@ class Backend(abc.ABC):
         """Cut node's link to network (the tunnel's transport breaks, nothing else changes)."""
 
     @abc.abstractmethod
+    def set_sysctl(self, node: str, key: str, value: str) -> None:
+        """Set a net.* sysctl in node's network namespace (containers see /proc/sys read-only,
+        so this is done from outside the node)."""
+
+    @abc.abstractmethod
     def link_up(self, node: str, network: str) -> None:
         """Restore what link_down cut."""
 

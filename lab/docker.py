@@ -359,6 +359,17 @@ class DockerBackend(Backend):
                 )
         return self._interfaces[key]
 
+    def set_sysctl(self, node: str, key: str, value: str) -> None:
+        if not key.startswith("net."):
+            raise LabError(f"{node}: only net.* sysctls belong to a node, not {key}")
+        box = self.container(node)
+        box.reload()
+        pid = box.attrs["State"]["Pid"]
+        argv = ["nsenter", f"--net=/proc/{pid}/ns/net", "sysctl", "-qw", f"{key}={value}"]
+        done = subprocess.run(argv, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise LabError(f"{node}: `{shlex.join(argv)}` failed: {done.stderr.strip()}")
+
     def link_down(self, node: str, network: str) -> None:
         self._set_link(node, network, "down")
 

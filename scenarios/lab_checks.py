@@ -10,7 +10,6 @@ import json
 import re
 import signal
 import socket
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -219,26 +218,13 @@ def snmp(backend: Backend, node: str, group: str = "Ip") -> dict[str, int]:
 
 
 def set_sysctl(backend: Backend, node: str, key: str, value: str) -> str:
-    """Set a net.* sysctl of node's network namespace; how it was done.
+    """Set a net.* sysctl of node's network namespace; how it was done (for the step's detail).
 
     A container sees /proc/sys read-only (Docker mounts it so; only `--sysctl` at creation sets
-    them), so there the value is written from the host, inside the container's network
-    namespace only (nsenter --net): the same kernel setting, a different door.
+    them), so the backend writes it from outside the node, in the node's namespace only.
     """
-    done = backend.exec(node, ["sysctl", "-qw", f"{key}={value}"], timeout=10)
-    if done.returncode == 0:
-        return "sysctl -w on the node"
-    container = getattr(backend, "container", None)
-    if container is None:
-        raise LabError(f"{node}: sysctl -w {key}={value} failed: {done.stderr.strip()}")
-    box = container(node)
-    box.reload()
-    pid = box.attrs["State"]["Pid"]
-    argv = ["nsenter", f"--net=/proc/{pid}/ns/net", "sysctl", "-qw", f"{key}={value}"]
-    entered = subprocess.run(argv, capture_output=True, text=True)
-    if entered.returncode != 0:
-        raise LabError(f"{node}: `{' '.join(argv)}` failed: {entered.stderr.strip()}")
-    return f"nsenter --net into the container (its /proc/sys is read-only: {done.stderr.strip()})"
+    backend.set_sysctl(node, key, value)
+    return f"{key}={value} set in {node}'s network namespace"
 
 
 def read_sysctl(backend: Backend, node: str, key: str) -> str:

@@ -90,3 +90,16 @@ def test_server_counts_the_client(vpnlab: VpnLab) -> None:
     rows = [c for c in status["clients"] if c["identity"] == vpnlab.client]
     assert rows and rows[0]["address"] == vpnlab.client_address
     assert rows[0]["rx_packets"] > 0 and rows[0]["dropped_spoofed"] == 0
+
+
+def test_backend_sets_a_nodes_sysctl_in_its_own_namespace_only(vpnlab: VpnLab) -> None:
+    key = "net.ipv4.icmp_echo_ignore_all"
+    host, other = vpnlab.tunnel.hosts[0], vpnlab.tunnel.hosts[1]
+    vpnlab.backend.set_sysctl(host, key, "1")
+    try:
+        assert vpnlab.backend.host(host).sysctl(key) == 1
+        assert vpnlab.backend.host(other).sysctl(key) == 0
+        lan_host = vpnlab.backend.host(vpnlab.tunnel.hosts[1])
+        assert lan_host.run(f"ping -n -c 1 -W 1 {vpnlab.host_address}").rc != 0
+    finally:
+        vpnlab.backend.set_sysctl(host, key, "0")
