@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import hashlib
 import hmac
-import os
 import re
 import secrets
-import tempfile
 from pathlib import Path
+
+from vpn.files import write_replace
 
 SCRYPT_N = 2**14
 SCRYPT_R = 8
@@ -236,16 +235,5 @@ def _read_lines_for_update(path: Path) -> list[str]:
 
 
 def _write_atomic(path: Path, lines: list[str]) -> None:
-    """Replace `path` by a temporary file in the same directory (mode 0600), then rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write("".join(f"{line}\n" for line in lines))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    """Replace `path` atomically, mode 0600 (the PKI's writer: one place for this logic)."""
+    write_replace(path, "".join(f"{line}\n" for line in lines).encode(), 0o600)

@@ -19,7 +19,6 @@ import ipaddress
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,6 +29,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from vpn.files import write_replace
 
 Kind = Literal["server", "client"]
 
@@ -121,23 +122,7 @@ def _write_new(path: Path, data: bytes, mode: int, force: bool) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         return
-    _write_replace(path, data, mode)
-
-
-def _write_replace(path: Path, data: bytes, mode: int) -> None:
-    """Write a file atomically: a temporary file (O_EXCL, final mode) renamed over the old one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    write_replace(path, data, mode)
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -176,7 +161,7 @@ def _read_index(directory: Path) -> dict[str, Any]:
 
 def _write_index(directory: Path, index: dict[str, Any]) -> None:
     text = json.dumps(index, indent=2, sort_keys=True) + "\n"
-    _write_replace(directory / INDEX_FILE, text.encode(), 0o644)
+    write_replace(directory / INDEX_FILE, text.encode(), 0o644)
 
 
 def load_cert(path: Path) -> x509.Certificate:
@@ -443,7 +428,7 @@ def _write_crl_locked(directory: Path, days: int) -> Path:
             )
     crl = builder.sign(ca_key, hashes.SHA256())
     path = directory / CRL_FILE
-    _write_replace(path, crl.public_bytes(serialization.Encoding.PEM), 0o644)
+    write_replace(path, crl.public_bytes(serialization.Encoding.PEM), 0o644)
     _write_index(directory, index)
     return path
 
