@@ -20,15 +20,9 @@ from typing import Any
 
 from lab.backend import Backend, LabError
 from lab.model import Topology
-from lab.select import BACKENDS, default_backend_name, make_backend, new_run_id
+from lab.run import REPO_ROOT, new_lab, state_dir, write_json
+from lab.select import BACKENDS, make_backend
 from lab.topology import default_files, load
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def state_dir() -> Path:
-    """Where lab records live: $VPNLAB_STATE_DIR, else .cache/lab in the repository."""
-    return Path(os.environ.get("VPNLAB_STATE_DIR") or REPO_ROOT / ".cache" / "lab")
 
 
 class Progress:
@@ -57,13 +51,6 @@ class _ElapsedFormatter(logging.Formatter):
 
 
 # -- records -----------------------------------------------------------------------------------
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
-
-
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text())
@@ -110,33 +97,21 @@ def cmd_up(args: argparse.Namespace) -> int:
             f"a lab is already up (run {running['run_id']}, {running['backend']} backend): "
             "make down first"
         )
-    backend_name = args.backend or default_backend_name()
-    files = default_files(REPO_ROOT, args.extra)
-    run_id = new_run_id()
-    workdir = state_dir() / run_id
-    topology = load(files, {**os.environ, "VPNLAB_WORKDIR": str(workdir)})
+    backend, record = new_lab(args.backend, args.extra)
+    topology = backend.topology
     progress(
         f"topology: {len(topology.nodes)} nodes, {len(topology.networks)} networks "
-        f"from {', '.join(_rel(f) for f in files)}"
+        f"from {', '.join(_rel(f) for f in record['files'])}"
     )
-    record = {
-        "backend": backend_name,
-        "run_id": run_id,
-        "workdir": str(workdir),
-        "files": [str(f) for f in files],
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    _write_json(workdir / "lab.json", record)
-    _write_json(state_dir() / "current.json", record)
-    backend = make_backend(backend_name, topology, run_id, workdir)
-    progress(f"bringing the lab up with the {backend_name} backend (run {run_id})")
+    write_json(state_dir() / "current.json", record)
+    progress(f"bringing the lab up with the {backend.name} backend (run {backend.run_id})")
     try:
         backend.up()
     except BaseException:
         backend.down()
         _forget(record)
         raise
-    progress(f"lab up — workdir {_rel(workdir)}; `make down` to remove it")
+    progress(f"lab up — workdir {_rel(backend.workdir)}; `make down` to remove it")
     _print_status(backend)
     return 0
 
