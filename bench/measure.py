@@ -24,11 +24,15 @@ PING_COUNT = 20
 PING_INTERVAL = 0.05  # below 0.2 s ping needs root, which the namespace backend has anyway
 _PING_TIME = re.compile(r"time[=<]([\d.]+) ms")
 _TICK = os.sysconf("SC_CLK_TCK")
-BUSY_RETRIES = 5
+ATTEMPTS = 3  # iperf3 runs that fail on their own (a reset control connection) are redone
 
 
 class BenchError(LabError):
     """A measurement could not be made; the message says which, why and what to do."""
+
+
+class IperfError(BenchError):
+    """iperf3 ran but reported a failure of its own."""
 
 
 @dataclass
@@ -58,7 +62,7 @@ def parse_iperf3(text: str) -> tuple[float, int, float, int | None]:
             f"iperf3 did not print JSON: {text.strip()[:300] or '(nothing)'}"
         ) from None
     if "error" in data:
-        raise BenchError(f"iperf3: {data['error']}")
+        raise IperfError(f"iperf3: {data['error']}")
     try:
         received = data["end"]["sum_received"]
         sent = data["end"]["sum_sent"]
@@ -160,8 +164,29 @@ def transfer(
     """iperf3 TCP from node to server (or back with reverse), with pings during the run.
 
     CPU of `pids` is sampled right before and right after; the pings start once TCP has left
-    slow start, so they see the queues a saturated path builds (latency under load).
+    slow start, so they see the queues a saturated path builds (latency under load). A run
+    that iperf3 itself reports as failed (server busy closing the last test, control
+    connection reset) is redone, up to ATTEMPTS times.
     """
+    for attempt in range(ATTEMPTS):
+        try:
+            return _transfer(backend, node, server, seconds, reverse, pids, ping_target)
+        except IperfError:
+            if attempt == ATTEMPTS - 1:
+                raise
+            time.sleep(1.0)
+    raise AssertionError("unreachable")
+
+
+def _transfer(
+    backend: Backend,
+    node: str,
+    server: str,
+    seconds: float,
+    reverse: bool,
+    pids: list[int],
+    ping_target: str | None,
+) -> Transfer:
     argv = ["iperf3", "-c", server, "-p", str(IPERF_PORT), "-J", "-t", f"{seconds:g}"]
     argv += ["--connect-timeout", "3000"]
     if reverse:
@@ -170,13 +195,7 @@ def transfer(
 
     def run() -> None:
         try:
-            for _attempt in range(BUSY_RETRIES):
-                result = backend.exec(node, argv, timeout=seconds + 30)
-                # iperf3 -s serves one test at a time and may still be closing the last one
-                if "server is busy" not in result.stdout:
-                    break
-                time.sleep(0.5)
-            outcome["result"] = result
+            outcome["result"] = backend.exec(node, argv, timeout=seconds + 30)
         except BaseException as exc:
             outcome["error"] = exc
 
