@@ -11,7 +11,8 @@ the path every client's traffic takes, minus the LAN.
 
 Timeline: connect every session (at most --concurrency handshakes at once), write
 `connected.json` to --state, wait for a file named `go` there, keep --window echo requests in
-flight per session for --seconds, write the result to --out.
+flight per session for --seconds (a session without a reply for a second gets a new window:
+dropped packets must not silence it), write the result to --out.
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ class Generator:
         self.sessions: list[Session] = []
         self.failures: list[str] = []
         self.connect_times: list[float] = []
+        self.rearmed = 0  # windows sent again after a second without a reply
         # Contexts are made before the clock starts: loading a key and a CA costs milliseconds
         # in OpenSSL 3, which would be counted against the gateway's handshakes otherwise.
         self.contexts = [
@@ -144,12 +146,24 @@ class Generator:
             self.sessions.append(session)
 
     async def keepalive(self) -> None:
+        """Keepalives for idle sessions; while sending, a new window of requests for any
+        session that heard no reply for a second (its requests or replies were dropped, e.g.
+        by a full TUN queue on the gateway): a loss must not silence a session for good."""
+        seen: dict[int, int] = {}
         while True:
             await asyncio.sleep(1.0)
             now = time.monotonic()
             for session in self.sessions:
-                if not session.closed and now - session.last_tx > 1.0:
+                if session.closed:
+                    continue
+                if self.sending and seen.get(id(session)) == session.replies:
+                    self.rearmed += 1
+                    for _ in range(self.args.window):
+                        session.queue_packet(session.request)
+                    session.flush()
+                elif now - session.last_tx > 1.0:
                     session.send_frame(protocol.KEEPALIVE_FRAME)
+                seen[id(session)] = session.replies
 
     async def run(self) -> dict[str, Any]:
         args = self.args
@@ -207,6 +221,7 @@ class Generator:
             "aggregate_mbps": round(sum(rates), 1),
             "per_session_mbps": _spread(rates),
             "fairness_jain": _jain(rates),
+            "windows_rearmed": self.rearmed,
             "generator_data_cpu_s": round(data_cpu, 2),
         }
         for session in self.sessions:

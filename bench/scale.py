@@ -101,12 +101,17 @@ def one_size(
             connected = _wait_file(state / "connected.json", backend, generator, 60 + clients / 5)
             time.sleep(0.5)
             rss_idle = rss_kb(pid)
-            cpu_before = cpu_seconds(pid)
             (state / "go").touch()
+            # the gateway's CPU over the middle of the traffic phase (not its ramp or end)
+            margin = min(0.5, args.seconds / 4)
+            time.sleep(margin)
+            cpu_before, wall_before = cpu_seconds(pid), time.monotonic()
+            time.sleep(args.seconds - 2 * margin)
+            gateway_cpu = cpu_seconds(pid) - cpu_before
+            wall = time.monotonic() - wall_before
+            rss_after = rss_kb(pid)  # still serving every session
             if backend.wait(generator, args.seconds + 60) is None:
                 raise BenchError(f"load generator still running after {args.seconds + 60:g} s")
-            gateway_cpu = cpu_seconds(pid) - cpu_before
-            rss_after = rss_kb(pid)
             if not out.exists():
                 raise BenchError(
                     f"load generator wrote no result: {backend.logs(generator)[-1500:]}"
@@ -122,7 +127,7 @@ def one_size(
             "gateway_rss_mb_after_traffic": round(rss_after / 1024, 1),
             "memory_per_client_kb": round((rss_idle - rss_before) / connected_n, 1),
             "memory_per_client_after_traffic_kb": round((rss_after - rss_before) / connected_n, 1),
-            "gateway_cpu_percent": round(100 * gateway_cpu / max(result["seconds"], 1e-9), 1),
+            "gateway_cpu_percent": round(100 * gateway_cpu / max(wall, 1e-9), 1),
         }
     finally:
         backend.stop(server, timeout=10)
