@@ -168,9 +168,13 @@ def transfer(
     that iperf3 itself reports as failed (server busy closing the last test, control
     connection reset) is redone, up to ATTEMPTS times.
     """
+    argv = ["iperf3", "-c", server, "-p", str(IPERF_PORT), "-J", "-t", f"{seconds:g}"]
+    argv += ["--connect-timeout", "3000"]
+    if reverse:
+        argv.append("-R")
     for attempt in range(ATTEMPTS):
         try:
-            return _transfer(backend, node, server, seconds, reverse, pids, ping_target)
+            return _iperf3_with_pings(backend, node, argv, seconds, pids, ping_target)
         except IperfError:
             if attempt == ATTEMPTS - 1:
                 raise
@@ -178,19 +182,14 @@ def transfer(
     raise AssertionError("unreachable")
 
 
-def _transfer(
+def _iperf3_with_pings(
     backend: Backend,
     node: str,
-    server: str,
+    argv: list[str],
     seconds: float,
-    reverse: bool,
     pids: list[int],
     ping_target: str | None,
 ) -> Transfer:
-    argv = ["iperf3", "-c", server, "-p", str(IPERF_PORT), "-J", "-t", f"{seconds:g}"]
-    argv += ["--connect-timeout", "3000"]
-    if reverse:
-        argv.append("-R")
     outcome: dict[str, Any] = {}
 
     def run() -> None:

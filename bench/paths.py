@@ -133,21 +133,16 @@ def _openvpn(proto: str) -> Callable[..., contextlib.AbstractContextManager[Runn
             )
         )  # fmt: skip
         processes: list[Process] = []
+
+        def start(node: str, conf: Path, role: str) -> None:
+            name = f"openvpn-{proto}-{role}"
+            argv = ["openvpn", "--config", backend.node_path(conf)]
+            processes.append(backend.spawn(node, argv, name=name))
+            tunnel.wait_log(processes[-1], openvpn.READY, f"OpenVPN {proto} {role}")
+
         try:
-            server = backend.spawn(
-                site.gateway,
-                ["openvpn", "--config", backend.node_path(server_conf)],
-                name=f"openvpn-{proto}-server",
-            )
-            processes.append(server)
-            tunnel.wait_log(server, openvpn.READY, f"OpenVPN {proto} server")
-            client = backend.spawn(
-                site.client,
-                ["openvpn", "--config", backend.node_path(client_conf)],
-                name=f"openvpn-{proto}-client",
-            )
-            processes.append(client)
-            tunnel.wait_log(client, openvpn.READY, f"OpenVPN {proto} client")
+            start(site.gateway, server_conf, "server")
+            start(site.client, client_conf, "client")
             with _route(backend, site.host, openvpn.POOL, site.gateway_lan):
                 _check_reachable(backend, site, f"openvpn-{proto}")
                 pids = find_pids(backend, site.gateway, "openvpn", "--config")
