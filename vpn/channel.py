@@ -55,6 +55,18 @@ class Counters:
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
 
+    def add(self, other: Counters) -> None:
+        """Fold another's counts into these (a closed session's into its server's totals)."""
+        for name, value in other.__dict__.items():
+            setattr(self, name, getattr(self, name) + value)
+
+    def plus(self, *others: Counters) -> Counters:
+        """These counts and the others', as a new Counters."""
+        total = Counters(**self.__dict__)
+        for other in others:
+            total.add(other)
+        return total
+
 
 def _buffer(size: int) -> memoryview:
     """Zeroed memory whose pages become resident only once written (unlike bytearray(size))."""
@@ -396,6 +408,3 @@ async def handshake(loop: asyncio.AbstractEventLoop, sock: ssl.SSLSocket) -> Non
 def tune_socket(sock: socket.socket) -> None:
     """Low latency for a tunnel: no Nagle delay on small frames such as keepalives and pings."""
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-OnClosed = Callable[[str], None]

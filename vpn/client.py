@@ -260,8 +260,7 @@ class Client:
 
     def on_link_closed(self, link: Link) -> None:
         self.pause_tun()
-        for name, value in link.counters.as_dict().items():
-            setattr(self.counters, name, getattr(self.counters, name) + value)
+        self.counters.add(link.counters)
 
     # -- the reconnect loop --------------------------------------------------------------------
     async def keepalive(self, link: Link, config: protocol.Config) -> None:
@@ -315,10 +314,9 @@ class Client:
 
     def status(self) -> dict[str, Any]:
         link = self.link
-        counters = Counters(**self.counters.as_dict())
-        if link is not None:
-            for name, value in link.counters.as_dict().items():
-                setattr(counters, name, getattr(counters, name) + value)
+        # A closed link's counts are already in self.counters (on_link_closed).
+        live = (link.counters,) if link is not None and not link.closed else ()
+        counters = self.counters.plus(*live)
         return {
             "role": "client",
             "server": f"{self.host}:{self.port}",

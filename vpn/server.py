@@ -342,8 +342,7 @@ class Gateway:
             self.routes.remove_target(session)
             if self.switch is not None:
                 self.switch.forget(session)
-        for name, value in session.counters.as_dict().items():
-            setattr(self.counters, name, getattr(self.counters, name) + value)
+        self.counters.add(session.counters)
         if session.address is not None:
             log.event(
                 "disconnect",
@@ -432,10 +431,7 @@ class Gateway:
 
     # -- status --------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
-        totals = Counters(**self.counters.as_dict())
-        for session in self.sessions.values():
-            for name, value in session.counters.as_dict().items():
-                setattr(totals, name, getattr(totals, name) + value)
+        totals = self.counters.plus(*(s.counters for s in self.sessions.values()))
         return {
             "role": "server",
             "listen": self.config.listen,

@@ -165,3 +165,13 @@ def test_a_peer_that_hangs_up_closes_the_channel(lab: dict[str, Path]) -> None:
         assert "closed" in receiver.reason or "EOF" in receiver.reason
 
     run(lab, test)
+
+
+def test_counters_add_up_without_sharing_state() -> None:
+    a = channel.Counters(rx_packets=2, dropped_spoofed=1)
+    b = channel.Counters(rx_packets=3, tx_bytes=10)
+    total = a.plus(b)
+    assert (total.rx_packets, total.tx_bytes, total.dropped_spoofed) == (5, 10, 1)
+    assert a.rx_packets == 2  # plus() leaves its operands alone
+    a.add(b)
+    assert a.as_dict() == total.as_dict()
