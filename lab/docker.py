@@ -14,7 +14,6 @@ import ipaddress
 import json
 import os
 import re
-import select
 import shlex
 import shutil
 import signal as signals
@@ -23,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -33,6 +32,7 @@ import docker.errors
 from docker.utils.socket import STDERR, frames_iter
 
 from lab.backend import Backend, Capture, LabError, Process
+from lab.capture import tcpdump
 from lab.model import Topology
 
 if TYPE_CHECKING:
@@ -380,49 +380,9 @@ class DockerBackend(Backend):
     def capture(self, network: str, name: str, bpf: str = "") -> Iterator[Capture]:
         if not _NAME.fullmatch(name):
             raise LabError(f"capture name {name!r}: use letters, digits, '.', '-' and '_'")
-        tcpdump = shutil.which("tcpdump")
-        if tcpdump is None:
-            raise LabError("tcpdump is not installed on the host: `make deps` installs it")
-        bridge = self.bridge(network)
         path = self.workdir / "captures" / f"{name}.pcap"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # --immediate-mode: hand each packet over at once (not a block a second later); -U: write
-        # it at once; -Z root: keep the right to write the run's files.
-        argv = [
-            tcpdump,
-            "-i",
-            bridge,
-            "-n",
-            "--immediate-mode",
-            "-U",
-            "-Z",
-            "root",
-            "-w",
-            str(path),
-        ]
-        if bpf:
-            argv.append(bpf)
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        stderr = _Lines(proc)
-        try:
-            listening = stderr.wait_for(lambda line: "listening on" in line, 15)
-            if listening is None or proc.poll() is not None:
-                raise LabError(
-                    f"tcpdump on {bridge} did not start: {stderr.text()} (it needs root on the "
-                    "host)"
-                )
+        with tcpdump(self.bridge(network), path, bpf):
             yield Capture(network=network, path=path)
-        finally:
-            if proc.poll() is None:
-                _drain(proc, stderr)
-                proc.send_signal(signals.SIGINT)
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            if proc.stderr is not None:
-                proc.stderr.close()
 
     def bridge(self, network: str) -> str:
         """The host bridge of a lab network (where capture listens)."""
@@ -710,56 +670,6 @@ class DockerBackend(Backend):
                 f"`ip link set dev {peer} {state}` failed: {done.stderr.strip()} "
                 "(link_down/link_up need root on the host)"
             )
-
-
-class _Lines:
-    """The lines a child writes to its stderr pipe, read without blocking past a deadline."""
-
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
-        assert proc.stderr is not None
-        self.fd = proc.stderr.fileno()
-        self.lines: list[str] = []
-        self._partial = b""
-
-    def wait_for(self, match: Callable[[str], bool], timeout: float) -> str | None:
-        """The first new line that matches, or None at the deadline or the end of the pipe."""
-        deadline = time.monotonic() + timeout
-        start = len(self.lines)
-        while True:
-            for line in self.lines[start:]:
-                if match(line):
-                    return line
-            start = len(self.lines)
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            ready, _, _ = select.select([self.fd], [], [], left)
-            if not ready:
-                return None
-            chunk = os.read(self.fd, 4096)
-            if not chunk:
-                return None
-            *complete, self._partial = (self._partial + chunk).split(b"\n")
-            self.lines += [line.decode(errors="replace") for line in complete]
-
-    def text(self) -> str:
-        return "\n".join(self.lines[-8:]).strip() or "no output"
-
-
-def _drain(proc: subprocess.Popen[bytes], stderr: _Lines, timeout: float = 3.0) -> None:
-    """Wait until tcpdump has written every packet the kernel passed it, so that SIGINT loses
-    none. SIGUSR1 makes it print "N packets captured, M packets received by filter, ..."."""
-    counts = re.compile(r"(\d+) packets captured, (\d+) packets received by filter")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        proc.send_signal(signals.SIGUSR1)
-        line = stderr.wait_for(lambda text: counts.search(text) is not None, 1)
-        if line is None:
-            return
-        captured, received = map(int, counts.search(line).groups())  # type: ignore[union-attr]
-        if captured >= received:
-            return
-        time.sleep(0.02)
 
 
 def _docker_iptables() -> str | None:

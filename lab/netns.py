@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import re
-import selectors
 import shlex
 import shutil
 import signal
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lab.backend import Backend, Capture, LabError, Process
+from lab.capture import tcpdump
 from lab.model import Topology
 
 if TYPE_CHECKING:
@@ -484,48 +484,19 @@ class NetnsBackend(Backend):
 
     @contextlib.contextmanager
     def capture(self, network: str, name: str, bpf: str = "") -> Iterator[Capture]:
-        tcpdump = shutil.which("tcpdump")
-        if tcpdump is None:
-            raise LabError("tcpdump not found: apt-get install tcpdump")
         bridge = self._bridge(network)
         if not (NETNS_DIR / self.lab_ns).exists():
             raise LabError(f"the lab is not up (no namespace {self.lab_ns})")
         path = self.workdir / "captures" / f"{name}.pcap"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        argv = [
-            tcpdump,
-            "-i",
+        with tcpdump(
             bridge,
-            "-n",
-            "-U",
-            "--immediate-mode",
-            "-Z",
-            "root",
-            "-w",
-            str(path),
-        ]
-        proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.lab_ns, *argv, *([bpf] if bpf else [])],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
-        self._record.add_pid(proc.pid, self.lab_ns, f"capture.{name}")
-        try:
-            _wait_listening(proc, network)
+            path,
+            bpf,
+            prefix=("ip", "netns", "exec", self.lab_ns),
+            started=lambda pid: self._record.add_pid(pid, self.lab_ns, f"capture.{name}"),
+            stopped=self._record.drop_pid,
+        ):
             yield Capture(network=network, path=path)
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            assert proc.stderr is not None
-            proc.stderr.close()
-            self._record.drop_pid(proc.pid)
 
     # -- files and programs ------------------------------------------------------------------
     def node_path(self, host_path: Path) -> str:
@@ -721,25 +692,3 @@ def _tail(path: Path, lines: int = 20) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
-
-
-def _wait_listening(proc: subprocess.Popen[bytes], network: str, timeout: float = 10.0) -> None:
-    """tcpdump says `listening on IF` once it captures; return then, or fail with its words."""
-    assert proc.stderr is not None
-    buffer = b""
-    deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stderr, selectors.EVENT_READ)
-        while b"listening on" not in buffer:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not sel.select(remaining):
-                proc.kill()
-                raise LabError(f"tcpdump on {network} did not start within {timeout:g} s")
-            chunk = os.read(proc.stderr.fileno(), 4096)
-            if not chunk:
-                proc.wait()
-                raise LabError(
-                    f"tcpdump on {network} exited with status {proc.returncode}: "
-                    f"{buffer.decode(errors='replace').strip()}"
-                )
-            buffer += chunk
