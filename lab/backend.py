@@ -127,10 +127,16 @@ class Backend(abc.ABC):
     def link_down(self, node: str, network: str) -> None:
         """Cut node's link to network (the tunnel's transport breaks, nothing else changes)."""
 
-    @abc.abstractmethod
     def set_sysctl(self, node: str, key: str, value: str) -> None:
         """Set a net.* sysctl in node's network namespace (containers see /proc/sys read-only,
-        so this is done from outside the node)."""
+        so backends do it from outside the node)."""
+        if not key.startswith("net."):
+            raise LabError(f"{node}: only net.* sysctls belong to a node, not {key}")
+        self._write_sysctl(node, key, value)
+
+    @abc.abstractmethod
+    def _write_sysctl(self, node: str, key: str, value: str) -> None:
+        """set_sysctl's work, the key already checked."""
 
     @abc.abstractmethod
     def link_up(self, node: str, network: str) -> None:

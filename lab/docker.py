@@ -359,9 +359,7 @@ class DockerBackend(Backend):
                 )
         return self._interfaces[key]
 
-    def set_sysctl(self, node: str, key: str, value: str) -> None:
-        if not key.startswith("net."):
-            raise LabError(f"{node}: only net.* sysctls belong to a node, not {key}")
+    def _write_sysctl(self, node: str, key: str, value: str) -> None:
         box = self.container(node)
         box.reload()
         pid = box.attrs["State"]["Pid"]

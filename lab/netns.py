@@ -471,9 +471,7 @@ class NetnsBackend(Backend):
             lab.link("set", index=peer, state=state)
         log.info("link %s:%s %s", node, network, state)
 
-    def set_sysctl(self, node: str, key: str, value: str) -> None:
-        if not key.startswith("net."):
-            raise LabError(f"{node}: only net.* sysctls belong to a node, not {key}")
+    def _write_sysctl(self, node: str, key: str, value: str) -> None:
         write_sysctls(self.namespace(node), {key: value})
 
     def link_down(self, node: str, network: str) -> None:
