@@ -7,7 +7,6 @@ per-reply times, the kernel's per-process CPU accounting in /proc/PID/stat.
 from __future__ import annotations
 
 import json
-import os
 import re
 import statistics
 import subprocess
@@ -17,13 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lab import procfs
 from lab.backend import Backend, LabError
 
 IPERF_PORT = 5201
 PING_COUNT = 20
 PING_INTERVAL = 0.05  # below 0.2 s ping needs root, which the namespace backend has anyway
 _PING_TIME = re.compile(r"time[=<]([\d.]+) ms")
-_TICK = os.sysconf("SC_CLK_TCK")
 ATTEMPTS = 3  # iperf3 runs that fail on their own (a reset control connection) are redone
 
 
@@ -107,12 +106,10 @@ def median(values: list[float]) -> float | None:
 # -- CPU accounting ------------------------------------------------------------------------------
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a process (all its threads), in seconds."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        raise BenchError(f"process {pid} is gone: did the VPN exit during the run?") from None
-    fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
+    seconds = procfs.cpu_seconds(pid)
+    if seconds is None:
+        raise BenchError(f"process {pid} is gone: did the VPN exit during the run?")
+    return seconds
 
 
 def namespace_pids(namespace: str) -> list[int]:

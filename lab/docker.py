@@ -34,6 +34,7 @@ from docker.utils.socket import STDERR, frames_iter
 from lab.backend import Backend, Capture, LabError, Process
 from lab.capture import tcpdump
 from lab.model import Topology
+from lab.procfs import start_time
 
 if TYPE_CHECKING:
     import testinfra.host
@@ -689,12 +690,8 @@ def _docker_iptables() -> str | None:
 
 def _owner(pid: int) -> str | None:
     """host/pid/start-time of a live process: names a lab's owner, safe against pid reuse."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    start_time = stat.rsplit(")", 1)[1].split()[19]
-    return f"{socket.gethostname()}/{pid}/{start_time}"
+    started = start_time(pid)
+    return None if started is None else f"{socket.gethostname()}/{pid}/{started}"
 
 
 def _owner_alive(owner: str) -> bool:

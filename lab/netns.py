@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from lab.backend import Backend, Capture, LabError, Process
 from lab.capture import tcpdump
 from lab.model import Topology
+from lab.procfs import alive, start_time
 
 if TYPE_CHECKING:
     import testinfra.host
@@ -318,7 +319,7 @@ class NetnsBackend(Backend):
             for entry in record.get("pids", [])
             if inodes.get(entry["ns"]) is not None
             and _ns_id(Path(f"/proc/{entry['pid']}/ns/net")) == inodes[entry["ns"]]
-            and _start_time(entry["pid"]) == entry.get("start")
+            and start_time(entry["pid"]) == entry.get("start")
         ]
         victims += [pid for pid in pids_in(set(inodes.values())) if pid not in victims]
         _terminate(victims, self.stop_timeout, self._reap)
@@ -547,7 +548,7 @@ class _Record:
             if self._data is None:
                 self._data = self.load() or {"namespaces": [], "etc_dirs": [], "pids": []}
             self._data["pids"].append(
-                {"pid": pid, "start": _start_time(pid), "ns": ns, "name": name}
+                {"pid": pid, "start": start_time(pid), "ns": ns, "name": name}
             )
             self._save()
 
@@ -632,22 +633,6 @@ def pids_in(namespaces: set[tuple[int, int]]) -> list[int]:
     return found
 
 
-def _start_time(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def _terminate(pids: list[int], timeout: float, reap: Callable[[], None]) -> None:
     """SIGTERM, then SIGKILL what is still alive after timeout; reap() collects our children."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -657,7 +642,7 @@ def _terminate(pids: list[int], timeout: float, reap: Callable[[], None]) -> Non
         deadline = time.monotonic() + timeout
         while True:
             reap()
-            pids = [p for p in pids if _alive(p)]
+            pids = [p for p in pids if alive(p)]
             if not pids or time.monotonic() > deadline:
                 break
             time.sleep(0.01)
