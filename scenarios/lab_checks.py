@@ -119,7 +119,7 @@ class PingStats:
         )
 
 
-def parse_ping(text: str, interval: float) -> PingStats:
+def _parse_timestamped_ping(text: str, interval: float) -> PingStats:
     """Read `ping -n -D -O` output (timestamps in brackets)."""
     replies: list[tuple[float, int]] = []
     late = 0
@@ -163,7 +163,7 @@ class ContinuousPing:
         self.backend.signal(self.process, signal.SIGINT)  # ping prints its totals on SIGINT
         if self.backend.wait(self.process, 5) is None:
             self.backend.stop(self.process, timeout=2)
-        return parse_ping(self.backend.logs(self.process), self.interval)
+        return _parse_timestamped_ping(self.backend.logs(self.process), self.interval)
 
 
 # -- what crossed a network ------------------------------------------------------------------
