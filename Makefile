@@ -22,7 +22,7 @@ HOST_TOOLS := iproute2:ip iputils-ping:ping iperf3:iperf3 tcpdump:tcpdump procps
 # The Docker backend needs the node image; the netns backend needs nothing built.
 LAB_NEEDS := venv $(if $(filter docker,$(BACKEND)),images)
 
-.PHONY: help venv deps images up down scenario-basic scenario-list scenarios test lint diagram bench clean
+.PHONY: help venv deps images up down scenario-basic scenario-list scenarios test lint typecheck diagram bench clean
 
 help: ## list the targets
 	@echo "usage: make TARGET [BACKEND=docker|netns]"
@@ -93,9 +93,12 @@ test: deps venv ## every test: unit, netns and Docker (images first when Docker 
 	if [ $$rc -eq 5 ]; then echo "test: pytest collected no tests: that is a failure" >&2; fi; \
 	exit $$rc
 
-lint: venv ## ruff check and ruff format --check
+lint: venv typecheck ## ruff check, ruff format --check and mypy
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+
+typecheck: venv ## mypy over vpn/ and lab/ (settings in pyproject.toml)
+	$(PY) -m mypy
 
 diagram: venv ## draw the lab's topology from compose/*.yml
 	$(PY) -m lab diagram
