@@ -16,13 +16,13 @@ WITH ?=
 BACKEND ?= docker
 VENV_STAMP := .venv/.installed
 
-# Host tools the lab uses, as package:command (installed by `make deps` when the command is missing).
-HOST_TOOLS := iproute2:ip iputils-ping:ping iperf3:iperf3 tcpdump:tcpdump procps:ps
+# The Docker backend needs a Docker engine and the node image; the netns backend only the host's
+# tools. Both get what is missing from scripts/deps.sh first, so a fresh machine's first command works.
+LAB_NEEDS := $(if $(filter docker,$(BACKEND)),deps-docker,deps-tools) venv \
+	$(if $(filter docker,$(BACKEND)),images)
 
-# The Docker backend needs the node image; the netns backend needs nothing built.
-LAB_NEEDS := venv $(if $(filter docker,$(BACKEND)),images)
-
-.PHONY: help venv deps images up down scenario-basic scenario-list scenarios test lint typecheck diagram bench clean
+.PHONY: help venv deps deps-tools deps-docker images up down scenario-basic scenario-list scenarios \
+	test lint typecheck diagram bench clean
 
 help: ## list the targets
 	@echo "usage: make TARGET [BACKEND=docker|netns]"
@@ -37,32 +37,13 @@ $(VENV_STAMP): requirements/test.txt pyproject.toml
 	.venv/bin/pip install -q --disable-pip-version-check -e .
 	@touch $@
 
-deps: ## host packages (apt, only those missing); a Docker engine if none answers
-	@missing=(); \
-	for pair in $(HOST_TOOLS); do \
-		command -v "$${pair#*:}" >/dev/null || missing+=("$${pair%%:*}"); \
-	done; \
-	command -v mmdebstrap >/dev/null || command -v debootstrap >/dev/null || missing+=(debootstrap); \
-	if ! docker info >/dev/null 2>&1; then \
-		command -v dockerd >/dev/null || missing+=(docker.io); \
-	fi; \
-	if ! docker compose version >/dev/null 2>&1 && ! docker-compose version >/dev/null 2>&1; then \
-		missing+=(docker-compose); \
-	fi; \
-	if [ $${#missing[@]} -gt 0 ]; then \
-		echo "deps: apt-get install $${missing[*]}"; \
-		apt-get update -q >/dev/null; \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-			"$${missing[@]}" >/dev/null; \
-	fi; \
-	if ! docker info >/dev/null 2>&1; then \
-		echo "deps: no Docker engine answers: starting dockerd (log: /var/log/vpnlab-dockerd.log)"; \
-		if [ -d /run/systemd/system ]; then systemctl start docker; \
-		else nohup dockerd >/var/log/vpnlab-dockerd.log 2>&1 & fi; \
-		for _ in $$(seq 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done; \
-		docker info >/dev/null 2>&1 || { tail -n 20 /var/log/vpnlab-dockerd.log >&2; \
-			echo "deps: dockerd did not come up (log above)" >&2; exit 1; }; \
-	fi
+deps: deps-docker ## host tools and a Docker engine (apt, only what is missing; dockerd started)
+
+deps-tools:
+	@scripts/deps.sh
+
+deps-docker:
+	@scripts/deps.sh --docker
 
 images: venv ## build the node image offline (vpnlab/node); seconds when nothing changed
 	@images/base/build.sh
@@ -77,7 +58,7 @@ down: venv ## take down every lab left up, also after a crash
 scenario-basic: $(LAB_NEEDS) ## the basic scenario: reachability before and through the tunnel
 	$(PY) -m scenarios basic --backend $(BACKEND)
 
-scenarios: venv images ## every scenario on both backends + a summary; one: make scenario-NAME
+scenarios: deps-docker venv images ## every scenario on both backends + a summary; one: make scenario-NAME
 	$(PY) -m scenarios all $(addprefix --backend ,$(BACKENDS))
 
 scenario-%: $(LAB_NEEDS)  # one scenario by name, e.g. make scenario-tun-io
