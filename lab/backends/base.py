@@ -184,9 +184,9 @@ class Backend(abc.ABC):
     def interface(self, node: str, network: str) -> str:
         """Name of node's interface on network (found by address, never assumed)."""
 
-    @abc.abstractmethod
     def link_down(self, node: str, network: str) -> None:
         """Cut node's link to network (the tunnel's transport breaks, nothing else changes)."""
+        self._set_link(node, network, "down")
 
     def set_sysctl(self, node: str, key: str, value: str) -> None:
         """Set a net.* sysctl in node's network namespace (containers see /proc/sys read-only,
@@ -199,9 +199,14 @@ class Backend(abc.ABC):
     def _write_sysctl(self, node: str, key: str, value: str) -> None:
         """set_sysctl's work, the key already checked."""
 
-    @abc.abstractmethod
     def link_up(self, node: str, network: str) -> None:
         """Restore what link_down cut."""
+        self._set_link(node, network, "up")
+
+    @abc.abstractmethod
+    def _set_link(self, node: str, network: str, state: str) -> None:
+        """Set the far end of node's link on network "down" or "up"; the node's own interface,
+        addresses and routes stay as they are, as when a cable is pulled."""
 
     @abc.abstractmethod
     @contextlib.contextmanager

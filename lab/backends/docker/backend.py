@@ -30,10 +30,11 @@ class DockerBackend(DockerLifecycle, DockerExec, DockerNetworking):
     """Nodes are containers of the compose project `vpnlab-<run_id>`; workdir is /lab in each."""
 
     def preflight(self) -> None:
+        # Root first: without it the engine's socket does not answer, whether it runs or not.
+        require_root("the Docker lab's iptables rules, cable cuts and captures")
         problem = engine_problem()
         if problem is not None:
             raise LabError(problem)
-        require_root("the Docker lab's host side (iptables, veth links, tcpdump)")
         require_tun()
 
     def node_path(self, host_path: Path) -> str:

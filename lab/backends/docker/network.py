@@ -18,7 +18,7 @@ from lab.model import LabError
 
 
 class DockerNetworking(DockerNodes):
-    """interface, set_sysctl, link_down/link_up and capture of the Docker backend."""
+    """The Docker backend's network verbs: interface, set_sysctl, cutting links, capture."""
 
     def interface(self, node: str, network: str) -> str:
         key = (node, network)
@@ -44,12 +44,6 @@ class DockerNetworking(DockerNodes):
         done = subprocess.run(argv, capture_output=True, text=True)
         if done.returncode != 0:
             raise LabError(f"{node}: `{shlex.join(argv)}` failed: {done.stderr.strip()}")
-
-    def link_down(self, node: str, network: str) -> None:
-        self._set_link(node, network, "down")
-
-    def link_up(self, node: str, network: str) -> None:
-        self._set_link(node, network, "up")
 
     @contextlib.contextmanager
     def capture(self, network: str, name: str, bpf: str = "") -> Iterator[Capture]:

@@ -20,7 +20,7 @@ log = logging.getLogger("lab.backends.netns")
 
 
 class NetnsNetworking(NetnsNodes):
-    """interface, set_sysctl, link_down/link_up and capture of the netns backend."""
+    """The netns backend's network verbs: interface, set_sysctl, cutting links, capture."""
 
     def _node_link(self, node: str, network: str) -> dict[str, Any]:
         """The kernel's record of the link carrying node's address on network."""
@@ -44,7 +44,7 @@ class NetnsNetworking(NetnsNodes):
     def interface(self, node: str, network: str) -> str:
         return str(self._node_link(node, network)["ifname"])
 
-    def _set_cable(self, node: str, network: str, state: str) -> None:
+    def _set_link(self, node: str, network: str, state: str) -> None:
         from pyroute2 import IPRoute
 
         peer = self._node_link(node, network)["peer"]
@@ -61,12 +61,6 @@ class NetnsNetworking(NetnsNodes):
 
     def _write_sysctl(self, node: str, key: str, value: str) -> None:
         write_sysctls(self.namespace(node), {key: value})
-
-    def link_down(self, node: str, network: str) -> None:
-        self._set_cable(node, network, "down")
-
-    def link_up(self, node: str, network: str) -> None:
-        self._set_cable(node, network, "up")
 
     @contextlib.contextmanager
     def capture(self, network: str, name: str, bpf: str = "") -> Iterator[Capture]:
