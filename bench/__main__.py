@@ -11,7 +11,7 @@ from bench import report
 from bench.measure import BenchError
 from bench.paths import PATHS
 from bench.run import RESULTS, Settings, run
-from lab.backend import LabError
+from lab.model import LabError
 
 
 def parse_args(argv: list[str] | None = None) -> Settings:

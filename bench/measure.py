@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 import statistics
-import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from lab import procfs
-from lab.backend import Backend, LabError
+from lab.backends.base import Backend
+from lab.model import LabError
 
 IPERF_PORT = 5201
 PING_COUNT = 20
@@ -112,16 +112,6 @@ def cpu_seconds(pid: int) -> float:
     return seconds
 
 
-def namespace_pids(namespace: str) -> list[int]:
-    """`ip netns pids NS`: the processes living in a network namespace."""
-    result = subprocess.run(
-        ["ip", "netns", "pids", namespace], capture_output=True, text=True, check=False
-    )
-    if result.returncode != 0:
-        raise BenchError(f"ip netns pids {namespace}: {result.stderr.strip()}")
-    return [int(p) for p in result.stdout.split()]
-
-
 def cmdline(pid: int) -> list[str]:
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -132,14 +122,14 @@ def cmdline(pid: int) -> list[str]:
 
 def find_pids(backend: Backend, node: str, *words: str) -> list[int]:
     """PIDs on node whose command line holds every word in order (e.g. "-m", "vpn", "server")."""
-    namespace = getattr(backend, "namespace", None)
-    if namespace is None:
+    pids = backend.host_pids(node)
+    if pids is None:
         raise BenchError(
             f"the {backend.name} backend does not expose host PIDs: CPU per GB needs the "
             "namespace backend (--backend netns)"
         )
     found = []
-    for pid in namespace_pids(namespace(node)):
+    for pid in pids:
         argv = cmdline(pid)
         text = "\0".join(argv)
         if "\0".join(words) in text:

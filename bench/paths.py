@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bench import openvpn
 from bench.measure import BenchError, find_pids, ping
-from lab.backend import Backend, Process
+from lab.backends.base import Backend, Process
 from scenarios.tunnel import Tunnel, nodes_with_role
 
 PATHS = ("plain", "vpn", "openvpn-tcp", "openvpn-udp")

@@ -21,7 +21,7 @@ from typing import Any
 from bench import openvpn
 from bench.measure import IPERF_PORT, BenchError, median, ping, transfer
 from bench.paths import PATHS, SETUPS, Running, Site
-from lab.backend import Backend
+from lab.backends.base import Backend
 from lab.run import running_lab
 from scenarios.tunnel import Tunnel
 

@@ -26,7 +26,8 @@ from typing import Any
 
 from bench.measure import BenchError, cpu_seconds, find_pids
 from bench.run import REPO_ROOT, RESULTS, machine
-from lab.backend import Backend, LabError
+from lab.backends.base import Backend
+from lab.model import LabError
 from lab.run import running_lab
 from scenarios.tunnel import Tunnel
 from vpn import pki

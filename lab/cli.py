@@ -2,27 +2,36 @@
 
 `up` leaves the lab running and writes .cache/lab/current.json (backend, run id, workdir,
 compose files) so that later commands — in other processes — find it; each lab also keeps
-its own record, .cache/lab/RUN/lab.json, which `down --all` reads.
+its own record, .cache/lab/RUN/lab.json, which `down --all` reads (lab.model.records). This
+module only parses the command line and prints.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import struct
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from lab.backend import Backend, LabError
-from lab.model import Topology
-from lab.run import REPO_ROOT, new_lab, state_dir, write_json
-from lab.select import BACKENDS, make_backend
-from lab.topology import default_files, load
+from lab.backends.base import Backend
+from lab.backends.registry import BACKENDS
+from lab.model import LabError
+from lab.model.compose import default_files, load
+from lab.model.records import (
+    REPO_ROOT,
+    Record,
+    all_records,
+    current_record,
+    forget,
+    make_current,
+    require_current,
+    state_dir,
+)
+from lab.pcap import count_packets
+from lab.run import backend_from, new_lab
 
 
 class Progress:
@@ -50,42 +59,8 @@ class _ElapsedFormatter(logging.Formatter):
         return f"[{time.monotonic() - self.start:6.2f}s] {record.getMessage()}"
 
 
-# -- records -----------------------------------------------------------------------------------
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except ValueError as exc:
-        raise LabError(f"{path} is not valid JSON ({exc}): remove it by hand") from None
-
-
-def current_record() -> dict[str, Any] | None:
-    """The lab `up` last brought up, if its own record still exists."""
-    record = _read_json(state_dir() / "current.json")
-    if record is None or not (Path(record["workdir"]) / "lab.json").exists():
-        return None
-    return record
-
-
-def require_current() -> dict[str, Any]:
-    record = current_record()
-    if record is None:
-        raise LabError(f"no lab is up (no record in {state_dir()}): start one with make up")
-    return record
-
-
-def backend_from(record: dict[str, Any]) -> Backend:
-    """Rebuild the backend object of a recorded lab, in this (possibly fresh) process."""
-    workdir = Path(record["workdir"])
-    environ = {**os.environ, "VPNLAB_WORKDIR": str(workdir)}
-    try:
-        topology = load([Path(f) for f in record["files"]], environ)
-    except LabError as exc:
-        # The compose files changed since `up`: enough is recorded to take the lab down.
-        logging.getLogger("lab").warning("topology unreadable (%s); using the record only", exc)
-        topology = Topology(networks={}, nodes={}, files=tuple(record["files"]))
-    return make_backend(record["backend"], topology, record["run_id"], workdir)
+def _backend(record: Record) -> Backend:
+    return backend_from(record, warn=logging.getLogger("lab").warning)
 
 
 # -- verbs ------------------------------------------------------------------------------------
@@ -103,13 +78,13 @@ def cmd_up(args: argparse.Namespace) -> int:
         f"topology: {len(topology.nodes)} nodes, {len(topology.networks)} networks "
         f"from {', '.join(_rel(f) for f in record['files'])}"
     )
-    write_json(state_dir() / "current.json", record)
+    make_current(record)
     progress(f"bringing the lab up with the {backend.name} backend (run {backend.run_id})")
     try:
         backend.up()
     except BaseException:
         backend.down()
-        _forget(record)
+        forget(record)
         raise
     progress(f"lab up — workdir {_rel(backend.workdir)}; `make down` to remove it")
     _print_status(backend)
@@ -119,7 +94,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_down(args: argparse.Namespace) -> int:
     progress = Progress()
     if args.all:
-        records = [r for p in sorted(state_dir().glob("*/lab.json")) if (r := _read_json(p))]
+        records = all_records()
     else:
         record = current_record()
         records = [record] if record else []
@@ -128,24 +103,17 @@ def cmd_down(args: argparse.Namespace) -> int:
         return 0
     for record in records:
         progress(f"taking down run {record['run_id']} ({record['backend']} backend)")
-        backend_from(record).down()
-        _forget(record)
+        _backend(record).down()
+        forget(record)
     progress(f"down: {len(records)} lab(s) removed")
     return 0
-
-
-def _forget(record: dict[str, Any]) -> None:
-    (Path(record["workdir"]) / "lab.json").unlink(missing_ok=True)
-    current = _read_json(state_dir() / "current.json")
-    if current is not None and current.get("run_id") == record["run_id"]:
-        (state_dir() / "current.json").unlink(missing_ok=True)
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     if not argv:
         raise LabError("no command: python -m lab exec NODE -- CMD ARGS...")
-    backend = backend_from(require_current())
+    backend = _backend(require_current())
     result = backend.exec(args.node, argv, timeout=args.timeout)
     sys.stdout.write(result.stdout)
     sys.stderr.write(result.stderr)
@@ -155,7 +123,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     record = require_current()
     print(f"run {record['run_id']} · {record['backend']} backend · workdir {record['workdir']}")
-    _print_status(backend_from(record))
+    _print_status(_backend(record))
     return 0
 
 
@@ -179,27 +147,13 @@ def _print_status(backend: Backend) -> None:
 
 def cmd_capture(args: argparse.Namespace) -> int:
     progress = Progress()
-    backend = backend_from(require_current())
+    backend = _backend(require_current())
     name = args.name or f"{args.network}-{time.strftime('%H%M%S')}"
     with backend.capture(args.network, name, args.filter) as capture:
         progress(f"capturing on {args.network} for {args.seconds:g} s → {_rel(capture.path)}")
         time.sleep(args.seconds)
     progress(f"{count_packets(capture.path)} packets in {_rel(capture.path)}")
     return 0
-
-
-def count_packets(path: Path) -> int:
-    """Records in a pcap file (classic format, either byte order)."""
-    data = path.read_bytes()
-    if len(data) < 24:
-        return 0
-    order = "<" if data[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
-    count, offset = 0, 24
-    while offset + 16 <= len(data):
-        (length,) = struct.unpack_from(order + "I", data, offset + 8)
-        offset += 16 + length
-        count += 1
-    return count
 
 
 def _rel(path: Path | str) -> str:

@@ -1,4 +1,5 @@
-"""What /proc/PID/stat says of a process: whether it lives, when it started, its CPU time.
+"""What /proc says of a process: whether it lives, when it started, its CPU time (from
+/proc/PID/stat), and which network namespace it is in (/proc/PID/ns/net).
 
 Start times make a PID safe to act on later (a reused PID has another start time).
 """
@@ -35,3 +36,27 @@ def cpu_seconds(pid: int) -> float | None:
     """utime + stime of all the process's threads; None if it is gone."""
     fields = stat_fields(pid)
     return (int(fields[11]) + int(fields[12])) / TICK if fields else None
+
+
+def net_ns(path: Path | str) -> tuple[int, int] | None:
+    """The identity (device, inode) of a network namespace file: /run/netns/NAME or
+    /proc/PID/ns/net; None if there is no such file."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def net_ns_of(pid: int) -> tuple[int, int] | None:
+    """The network namespace of process pid (its main thread's), None if it is gone."""
+    return net_ns(f"/proc/{pid}/ns/net")
+
+
+def pids_in(namespaces: set[tuple[int, int]]) -> list[int]:
+    """Live processes whose network namespace is one of namespaces (as `ip netns pids`)."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit() and net_ns_of(int(entry.name)) in namespaces:
+            found.append(int(entry.name))
+    return found

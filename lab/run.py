@@ -7,48 +7,42 @@ created, so `make down` (`python -m lab down --all`) can remove what a crashed r
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
-from lab.backend import Backend
-from lab.select import default_backend_name, make_backend, new_run_id
-from lab.topology import default_files, load
+from lab.backends.base import Backend
+from lab.backends.registry import default_backend_name, make_backend, new_run_id
+from lab.model import LabError, Topology
+from lab.model.compose import default_files, load
+from lab.model.records import REPO_ROOT, Record, make_current, new_record, state_dir
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def state_dir() -> Path:
-    """Where lab records live: $VPNLAB_STATE_DIR, else .cache/lab in the repository."""
-    return Path(os.environ.get("VPNLAB_STATE_DIR") or REPO_ROOT / ".cache" / "lab")
+__all__ = ["REPO_ROOT", "backend_from", "new_lab", "running_lab"]
 
 
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
-
-
-def new_lab(backend_name: str | None, extra: Sequence[str] = ()) -> tuple[Backend, dict[str, Any]]:
+def new_lab(backend_name: str | None, extra: Sequence[str] = ()) -> tuple[Backend, Record]:
     """A backend for a new run of the lab (compose/lab.yml plus `extra`), its record written."""
     name = backend_name or default_backend_name()
     files = default_files(REPO_ROOT, extra)
     run_id = new_run_id()
     workdir = state_dir() / run_id
     topology = load(files, {**os.environ, "VPNLAB_WORKDIR": str(workdir)})
-    record = {
-        "backend": name,
-        "run_id": run_id,
-        "workdir": str(workdir),
-        "files": [str(f) for f in files],
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    write_json(workdir / "lab.json", record)
+    record = new_record(name, run_id, workdir, files)
     return make_backend(name, topology, run_id, workdir), record
+
+
+def backend_from(record: Record, warn: Callable[[str], None] = lambda _: None) -> Backend:
+    """Rebuild the backend object of a recorded lab, in this (possibly fresh) process."""
+    workdir = Path(record["workdir"])
+    environ = {**os.environ, "VPNLAB_WORKDIR": str(workdir)}
+    try:
+        topology = load([Path(f) for f in record["files"]], environ)
+    except LabError as exc:
+        # The compose files changed since `up`: enough is recorded to take the lab down.
+        warn(f"topology unreadable ({exc}); using the record only")
+        topology = Topology(networks={}, nodes={}, files=tuple(record["files"]))
+    return make_backend(record["backend"], topology, record["run_id"], workdir)
 
 
 @contextlib.contextmanager
@@ -71,7 +65,7 @@ def running_lab(
     finally:
         if keep:
             progress(f"lab kept (run {backend.run_id}); remove it with `make down`")
-            write_json(state_dir() / "current.json", record)
+            make_current(record)
         else:
             backend.down()
             (backend.workdir / "lab.json").unlink(missing_ok=True)

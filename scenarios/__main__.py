@@ -1,10 +1,11 @@
-"""`python -m scenarios NAME|all [--backend docker|netns ...] [--keep]`."""
+"""`python -m scenarios NAME|all [--backend NAME ...] [--keep]` (names: lab.backends.registry)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from lab.backends.registry import BACKENDS
 from scenarios import load, names
 from scenarios.runner import execute, summary_table
 
@@ -18,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--backend",
         action="append",
-        choices=["docker", "netns"],
+        choices=list(BACKENDS),
         help="lab backend (repeatable; default: docker if an engine answers, else netns)",
     )
     parser.add_argument(

@@ -15,7 +15,7 @@ import ipaddress
 import re
 from collections.abc import Callable
 
-from lab.backend import Process
+from lab.backends.base import Process
 from scenarios.lab_checks import lan_address, put_file, run_json, wait_until
 from scenarios.runner import Context, Result, Scenario
 from scenarios.tunnel import Tunnel

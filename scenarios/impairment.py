@@ -4,7 +4,7 @@ TCP, so loss on the link becomes delay inside it: pings and transfers still comp
 
 from __future__ import annotations
 
-from lab.backend import Backend
+from lab.backends.base import Backend
 from scenarios.lab_faults import skip_step, stream, tunnel_up
 from scenarios.probes import ping
 from scenarios.runner import Context, Result, Scenario

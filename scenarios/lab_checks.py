@@ -18,7 +18,8 @@ from typing import Any, TypeVar
 
 import dpkt
 
-from lab.backend import Backend, LabError, Process
+from lab.backends.base import Backend, Process
+from lab.model import LabError
 from scenarios.pcap import frames
 from scenarios.runner import StepFailed
 from scenarios.tunnel import Tunnel

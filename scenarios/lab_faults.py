@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lab.backend import Backend, Process
+from lab.backends.base import Backend, Process
 from scenarios.lab_checks import program_argv
 from scenarios.runner import SKIP, Context, Step, StepFailed
 from scenarios.tunnel import Tunnel

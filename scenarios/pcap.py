@@ -1,4 +1,5 @@
-"""What crossed a segment: a pcap read with dpkt and judged for what an eavesdropper sees."""
+"""What crossed a segment: a pcap read with lab.pcap, its frames decoded with dpkt, and judged
+for what an eavesdropper sees."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import dpkt
+
+from lab import pcap
 
 
 @dataclass
@@ -28,16 +31,14 @@ class Verdict:
 
 def frames(path: Path) -> Iterable[dpkt.ethernet.Ethernet | dpkt.sll.SLL]:
     """Every frame of a capture, decoded from its link layer (Ethernet or Linux cooked)."""
-    with path.open("rb") as fh:
-        reader = dpkt.pcap.Reader(fh)
-        link = reader.datalink()
-        for _, raw in reader:
-            if link == dpkt.pcap.DLT_LINUX_SLL:
-                yield dpkt.sll.SLL(raw)
-            elif link == dpkt.pcap.DLT_EN10MB:
-                yield dpkt.ethernet.Ethernet(raw)
-            else:
-                raise ValueError(f"{path}: unsupported link type {link}")
+    link = pcap.link_type(path)
+    for raw in pcap.records(path):
+        if link == dpkt.pcap.DLT_LINUX_SLL:
+            yield dpkt.sll.SLL(raw)
+        elif link == dpkt.pcap.DLT_EN10MB:
+            yield dpkt.ethernet.Ethernet(raw)
+        else:
+            raise ValueError(f"{path}: unsupported link type {link}")
 
 
 def ip_packets(path: Path) -> Iterable[dpkt.ip.IP]:

@@ -6,7 +6,7 @@ import re
 import subprocess
 from dataclasses import dataclass
 
-from lab.backend import Backend
+from lab.backends.base import Backend
 
 
 @dataclass

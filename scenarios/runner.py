@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab.backend import Backend, LabError
+from lab.backends.base import Backend
+from lab.model import LabError
 from lab.run import running_lab
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lab.backend import Backend, LabError, Process
-from lab.model import Node
+from lab.backends.base import Backend, Process
+from lab.model import LabError, Node
 from scenarios.probes import ping
 from vpn import pki
 

@@ -18,12 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from lab.backend import LabError
-from lab.model import Topology
-from lab.topology import default_files, load
+from lab.backends.base import ExecTimeout
+from lab.model import LabError, Topology
+from lab.model.compose import default_files, load
 
-docker_lab = pytest.importorskip("lab.docker", reason="the Docker SDK (pip install docker)")
-DockerBackend = docker_lab.DockerBackend
+docker_lab = pytest.importorskip(
+    "lab.backends.docker.engine", reason="the Docker SDK (pip install docker)"
+)
+DockerBackend = pytest.importorskip("lab.backends.docker.backend").DockerBackend
 
 REPO = Path(__file__).resolve().parents[2]
 PROJECT_LABEL = "com.docker.compose.project"
@@ -156,12 +158,12 @@ def test_exec_passes_input_checks_status_and_times_out(lab: DockerBackend) -> No
     assert (done.returncode, done.stdout) == (0, "through stdin\n")
     done = lab.exec("host1", ["sh", "-c", "echo out; echo err >&2; exit 3"])
     assert (done.returncode, done.stdout, done.stderr) == (3, "out\n", "err\n")
-    with pytest.raises(LabError, match="exited 1"):
+    with pytest.raises(LabError, match="exited with status 1"):
         lab.exec("host1", ["false"], check=True)
     started = time.monotonic()
-    with pytest.raises(subprocess.TimeoutExpired) as caught:
+    with pytest.raises(ExecTimeout) as caught:
         lab.exec("host1", ["sleep", "30"], timeout=1)
-    assert isinstance(caught.value, LabError)
+    assert isinstance(caught.value, subprocess.TimeoutExpired)
     assert time.monotonic() - started < 10
     assert "sleep 30" not in lab.ensure("host1", ["ps", "-eo", "args"])
 
@@ -281,10 +283,11 @@ def test_another_process_waits_while_this_lab_lives(lab: DockerBackend, tmp_path
         (n.attrs.get("Labels") or {}).get("vpnlab.owner")
         for n in lab.engine().networks.list(filters={"label": f"{PROJECT_LABEL}={lab.project}"})
     }
-    assert owners == {docker_lab._owner(os.getpid())}
+    assert owners == {docker_lab.owner(os.getpid())}
     code = (
-        "import sys; from pathlib import Path; from lab.docker import DockerBackend;"
-        "from lab.topology import default_files, load;"
+        "import sys; from pathlib import Path;"
+        "from lab.backends.docker.backend import DockerBackend;"
+        "from lab.model.compose import default_files, load;"
         f"w = Path({str(tmp_path)!r}); t = load(default_files(Path({str(REPO)!r})));"
         f"b = DockerBackend(t, {_run_id()!r}, w, wait_for_other=3)\n"
         "try:\n b.up()\nfinally:\n b.down()"

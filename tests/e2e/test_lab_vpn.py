@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from lab.backend import Backend
+from lab.backends.base import Backend
 from lab.run import running_lab
 from scenarios.tunnel import TUN, Tunnel
 from tests.e2e.conftest import BACKENDS, backend_skip_reason

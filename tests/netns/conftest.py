@@ -19,6 +19,8 @@ import pytest
 from pyroute2 import IPRoute
 from pyroute2 import netns as pr_netns
 
+from lab import procfs
+
 TUN_PATH = "/dev/net/tun"
 ROOT_REASON = "needs root for network namespaces and TUN devices (run as root: sudo make test)"
 TUN_REASON = (
@@ -78,21 +80,10 @@ def _call_in_netns(ns: str, fn: Callable[..., T], *args: Any) -> T:
 
 def _pids_in(ns: str) -> list[int]:
     """Processes whose (main thread's) network namespace is `ns`, except this one."""
-    try:
-        target = os.stat(os.path.join(NETNS_DIR, ns))
-    except FileNotFoundError:
+    target = procfs.net_ns(os.path.join(NETNS_DIR, ns))
+    if target is None:
         return []
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            st = os.stat(f"/proc/{entry}/ns/net")
-        except OSError:
-            continue
-        if (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino):
-            pids.append(int(entry))
-    return pids
+    return [pid for pid in procfs.pids_in({target}) if pid != os.getpid()]
 
 
 def _teardown_netns(ns: str) -> None:

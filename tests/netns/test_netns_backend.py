@@ -1,4 +1,4 @@
-"""lab.netns on the real kernel: the compose topology as namespaces, veths and bridges.
+"""lab.backends.netns on the real kernel: the compose topology as namespaces, veths and bridges.
 
 Every lab here has its own random run id (so its own names) and is taken down in teardown,
 on failure too. Traffic goes only between the namespaces these tests create.
@@ -20,11 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from lab.backend import LabError
-from lab.model import Topology
-from lab.netns import ETC_NETNS_DIR, NETNS_DIR, NetnsBackend, require_root
-from lab.select import make_backend, new_run_id
-from lab.topology import default_files, load
+from lab.backends.base import ExecTimeout
+from lab.backends.netns.backend import NetnsBackend
+from lab.backends.netns.kernel import ETC_NETNS_DIR, NETNS_DIR
+from lab.backends.netns.lifecycle import require_root
+from lab.backends.registry import make_backend, new_run_id
+from lab.model import LabError, Topology
+from lab.model.compose import default_files, load
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -222,7 +224,7 @@ def test_exec_errors_are_clear(lab: NetnsBackend) -> None:
     with pytest.raises(LabError, match=r"exited with status 3: oops"):
         lab.exec("client", ["sh", "-c", "echo oops >&2; exit 3"], check=True)
     started = time.monotonic()
-    with pytest.raises(LabError, match=r"did not finish within 0\.5 s"):
+    with pytest.raises(ExecTimeout, match=r"did not finish within 0\.5 s"):
         lab.exec("client", ["sh", "-c", "sleep 20 & sleep 30"], timeout=0.5)
     assert time.monotonic() - started < 5
     assert lab.exec("client", ["cat"], input=b"through stdin").stdout == "through stdin"
@@ -299,8 +301,8 @@ def test_down_from_the_record_after_a_crash(tmp_path: Path) -> None:
         f"""
         import os
         from pathlib import Path
-        from lab.netns import NetnsBackend
-        from lab.topology import default_files, load
+        from lab.backends.netns.backend import NetnsBackend
+        from lab.model.compose import default_files, load
         lab = NetnsBackend(load(default_files(Path({str(REPO)!r})), {{}}), {run_id!r},
                            Path({str(workdir)!r}))
         lab.up()

@@ -1,4 +1,4 @@
-"""lab.topology: the compose files are read, merged and checked as compose would (no root)."""
+"""lab.model.compose: the compose files are read, merged and checked as compose would (no root)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from lab.topology import TopologyError, default_files, interpolate, load
+from lab.model import TopologyError
+from lab.model.compose import default_files, load
+from lab.model.interpolate import interpolate
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = {"VPNLAB_WORKDIR": "/tmp/vpnlab-test"}

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from lab.backend import LabError
+from lab.model import LabError
 
 
 @contextlib.contextmanager

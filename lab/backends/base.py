@@ -1,13 +1,16 @@
 """The one interface every backend implements; scenarios and tests see nothing else.
 
-A backend realises a `Topology` (from `lab.topology.load`) on some runtime — Docker containers
-or Linux network namespaces — and gives uniform verbs to act on its nodes.
+A backend realises a `Topology` (from `lab.model.compose.load`) on some runtime — Docker
+containers or Linux network namespaces — and gives uniform verbs to act on its nodes. What every
+backend shares (the exec contract, ExecTimeout, the first-run checks) is written here, once.
 """
 
 from __future__ import annotations
 
 import abc
 import contextlib
+import os
+import shlex
 import signal
 import subprocess
 from collections.abc import Iterator, Sequence
@@ -15,14 +18,55 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lab.model import Topology
+from lab.model import LabError, Topology
 
 if TYPE_CHECKING:
     import testinfra.host
 
+TUN = Path("/dev/net/tun")
 
-class LabError(RuntimeError):
-    """A lab operation failed; the message says what, why and what to do."""
+
+class ExecTimeout(LabError, subprocess.TimeoutExpired):
+    """A command on a node outlived its timeout (it was stopped); every backend's exec raises it.
+
+    Both a LabError and a subprocess.TimeoutExpired, so callers may catch either (which is why
+    it lives with the interface and not in the pure lab.model).
+    """
+
+    def __init__(
+        self, node: str, argv: Sequence[str], timeout: float, output: str = "", stderr: str = ""
+    ) -> None:
+        subprocess.TimeoutExpired.__init__(self, list(argv), timeout, output, stderr)
+        self.node = node
+
+    def __str__(self) -> str:
+        return (
+            f"{self.node}: `{shlex.join(self.cmd)}` did not finish within {self.timeout:g} s "
+            "and was stopped; give it a larger timeout or check why it hangs"
+        )
+
+
+def require_root(needs: str, otherwise: str = "") -> None:
+    """LabError (one line: what to do) unless this process is root."""
+    if os.geteuid() != 0:
+        raise LabError(
+            f"{needs} need root: sudo make up (or run the tests with sudo)"
+            + (f"; {otherwise}" if otherwise else "")
+        )
+
+
+def require_tun() -> None:
+    """LabError (one line: what to do) unless the TUN device the VPN nodes use exists."""
+    if not TUN.exists():
+        raise LabError(
+            f"{TUN} does not exist, and the VPN needs it: load the module (modprobe tun) or, "
+            "inside a container, start it with --device /dev/net/tun"
+        )
+
+
+def tail(text: str, lines: int = 8) -> str:
+    """The last lines of a command's output, for an error message."""
+    return "\n".join(text.strip().splitlines()[-lines:])
 
 
 @dataclass(frozen=True)
@@ -45,7 +89,7 @@ class Capture:
 class Backend(abc.ABC):
     """Realises a topology and acts on its nodes.
 
-    Implementations: `lab.docker.DockerBackend`, `lab.netns.NetnsBackend`.
+    Implementations are listed in `lab.backends.registry`.
     """
 
     name: str
@@ -56,6 +100,11 @@ class Backend(abc.ABC):
         self.workdir = workdir
 
     # -- lifecycle ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def preflight(self) -> None:
+        """Check this machine can run the lab (up() calls it before creating anything): a
+        LabError whose message is one line saying what to do."""
+
     @abc.abstractmethod
     def up(self) -> None:
         """Create every network and node and wait until each node is healthy."""
@@ -76,7 +125,6 @@ class Backend(abc.ABC):
         self.down()
 
     # -- commands ----------------------------------------------------------------------------
-    @abc.abstractmethod
     def exec(
         self,
         node: str,
@@ -88,7 +136,20 @@ class Backend(abc.ABC):
     ) -> subprocess.CompletedProcess[str]:
         """Run argv on node and wait; stdout/stderr as text; a signal's status is 128+N, as a
         shell reports it. check=True raises LabError on a non-zero status; a command still
-        running after `timeout` is killed and LabError raised."""
+        running after `timeout` is killed and ExecTimeout raised."""
+        done = self._run(node, argv, timeout=timeout, input=input)
+        if check and done.returncode != 0:
+            raise LabError(
+                f"{node}: `{shlex.join(argv)}` exited with status {done.returncode}: "
+                f"{tail(done.stderr or done.stdout) or '(no output)'}"
+            )
+        return done
+
+    @abc.abstractmethod
+    def _run(
+        self, node: str, argv: Sequence[str], *, timeout: float, input: bytes | None
+    ) -> subprocess.CompletedProcess[str]:
+        """exec's work, without `check`: raises ExecTimeout when argv outlives timeout."""
 
     @abc.abstractmethod
     def spawn(self, node: str, argv: Sequence[str], *, name: str) -> Process:
@@ -123,9 +184,9 @@ class Backend(abc.ABC):
     def interface(self, node: str, network: str) -> str:
         """Name of node's interface on network (found by address, never assumed)."""
 
-    @abc.abstractmethod
     def link_down(self, node: str, network: str) -> None:
         """Cut node's link to network (the tunnel's transport breaks, nothing else changes)."""
+        self._set_link(node, network, "down")
 
     def set_sysctl(self, node: str, key: str, value: str) -> None:
         """Set a net.* sysctl in node's network namespace (containers see /proc/sys read-only,
@@ -138,9 +199,14 @@ class Backend(abc.ABC):
     def _write_sysctl(self, node: str, key: str, value: str) -> None:
         """set_sysctl's work, the key already checked."""
 
-    @abc.abstractmethod
     def link_up(self, node: str, network: str) -> None:
         """Restore what link_down cut."""
+        self._set_link(node, network, "up")
+
+    @abc.abstractmethod
+    def _set_link(self, node: str, network: str, state: str) -> None:
+        """Set the far end of node's link on network "down" or "up"; the node's own interface,
+        addresses and routes stay as they are, as when a cable is pulled."""
 
     @abc.abstractmethod
     @contextlib.contextmanager
@@ -160,6 +226,11 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def host(self, node: str) -> testinfra.host.Host:
         """A testinfra Host whose commands run on node."""
+
+    def host_pids(self, node: str) -> list[int] | None:
+        """Host PIDs of the processes running on node (to read their /proc/PID/stat), or None
+        when the runtime does not expose them."""
+        return None
 
     def ensure(self, node: str, argv: Sequence[str], timeout: float = 60.0) -> str:
         """exec with check=True; stdout."""

@@ -1,0 +1,107 @@
+"""The Docker engine and compose CLI the backend drives, and the names it gives a run there.
+
+A client is made per backend object (a swarm backend may hold clients of several engines); the
+functions here take the client they act on.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+
+import docker
+import docker.errors
+
+from lab.backends.docker.ping import docker_answers
+from lab.model import LabError
+from lab.procfs import start_time
+
+PROJECT_PREFIX = "vpnlab-"
+PROJECT = "com.docker.compose.project"
+SERVICE = "com.docker.compose.service"
+NETWORK = "com.docker.compose.network"
+
+
+def project_name(run_id: str) -> str:
+    """The compose project of a run: `vpnlab-<run_id>` (names of containers and networks)."""
+    name = f"{PROJECT_PREFIX}{run_id}"
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name):
+        raise LabError(
+            f"run id {run_id!r} cannot name a compose project: use lower-case letters, digits, "
+            "'-' and '_'"
+        )
+    return name
+
+
+def engine_problem() -> str | None:
+    """One line saying what to do when no Docker engine answers (None: one does)."""
+    if docker_answers():
+        return None
+    where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if shutil.which("dockerd") is None and shutil.which("docker") is None:
+        return (
+            "no Docker engine is installed: `make deps` installs and starts one, or use the "
+            "namespace backend (--backend netns)"
+        )
+    return (
+        f"the Docker engine is not running (nothing answers on {where}): start it "
+        "(`make deps`, or systemctl start docker) or use the namespace backend (--backend netns)"
+    )
+
+
+def engine() -> docker.DockerClient:
+    """A client of the Docker engine, or a LabError that says how to get one."""
+    try:
+        client = docker.from_env(timeout=120)
+        client.ping()
+    except docker.errors.DockerException as exc:
+        raise LabError(
+            f"docker info failed: is the Docker daemon running? ({exc}); start it "
+            "(`make deps` installs and starts one) or use the namespace backend "
+            "(BACKEND=netns)"
+        ) from None
+    return client
+
+
+def compose_command() -> list[str]:
+    """`docker compose` (v2) if the plugin is there, else `docker-compose` (1.29)."""
+    for argv in (["docker", "compose"], ["docker-compose"]):
+        try:
+            done = subprocess.run([*argv, "version"], capture_output=True, timeout=60)
+        except (FileNotFoundError, subprocess.TimeoutExpired):
+            continue
+        if done.returncode == 0:
+            return argv
+    raise LabError(
+        "neither `docker compose` (v2) nor `docker-compose` (1.29) works: install one "
+        "(`make deps` installs Debian's docker-compose)"
+    )
+
+
+def lab_runs(client: docker.DockerClient | None = None) -> list[str]:
+    """Run ids of every lab with a container or network on this engine (to clean after a crash)."""
+    client = client or engine()
+    projects: set[str] = set()
+    for container in client.containers.list(all=True, filters={"label": PROJECT}):
+        projects.add(container.labels.get(PROJECT, ""))
+    for network in client.networks.list(filters={"label": PROJECT}):
+        projects.add((network.attrs.get("Labels") or {}).get(PROJECT, ""))
+    return sorted(p.removeprefix(PROJECT_PREFIX) for p in projects if p.startswith(PROJECT_PREFIX))
+
+
+def owner(pid: int) -> str | None:
+    """host/pid/start-time of a live process: names a lab's owner, safe against pid reuse."""
+    started = start_time(pid)
+    return None if started is None else f"{socket.gethostname()}/{pid}/{started}"
+
+
+def owner_alive(name: str) -> bool:
+    """Whether the process an owner string names still runs (on this host)."""
+    host, _, rest = name.partition("/")
+    pid, _, _ = rest.partition("/")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    return owner(int(pid)) == name

@@ -1,0 +1,3 @@
+"""The netns backend (a network namespace per node, bridges in a lab namespace), one module per
+job; backend.NetnsBackend puts them together.
+"""
