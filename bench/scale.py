@@ -29,7 +29,7 @@ from bench.run import REPO_ROOT, RESULTS, machine
 from lab.backend import Backend, LabError
 from lab.run import running_lab
 from scenarios.tunnel import Tunnel
-from vpn import pki
+from vpn.credentials import pki
 
 CACHE = REPO_ROOT / ".cache" / "bench-scale-pki"
 POOL = "172.31.0.0/20"  # room for 4093 clients, apart from the lab's networks

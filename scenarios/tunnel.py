@@ -16,7 +16,7 @@ from typing import Any
 from lab.backend import Backend, LabError, Process
 from lab.model import Node
 from scenarios.probes import ping
-from vpn import pki
+from vpn.credentials import pki
 
 TUN = "tun0"
 
