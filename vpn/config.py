@@ -14,11 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 
-C = TypeVar("C")
+from vpn.errors import ConfigError
 
-
-class ConfigError(ValueError):
-    """A setting is missing or wrong; the message names it and its source."""
+C = TypeVar("C", bound="TlsFiles")
 
 
 def opt(default: Any, help: str, *, metavar: str | None = None, many: bool = False) -> Any:
@@ -96,7 +94,12 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     )
     hints = get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        factory = f.default_factory
+        default = (
+            f.default
+            if f.default is not dataclasses.MISSING
+            else (factory() if callable(factory) else None)
+        )
         kind = hints[f.name]
         text = (
             f"{f.metadata['help']} (default: {default!r})"
