@@ -9,8 +9,7 @@ import sys
 import time
 from typing import Any
 
-from vpn import config as settings
-from vpn import control, log
+from vpn import config, control, log, settings
 from vpn.errors import VpnError
 
 DESCRIPTION = """\
@@ -21,7 +20,7 @@ A TLS 1.3 VPN over TUN. The gateway runs `vpn server`, each client `vpn client`;
 def _run_server(args: argparse.Namespace) -> int:
     from vpn.server import gateway
 
-    cfg = settings.load(settings.ServerConfig, args)
+    cfg = settings.load(config.ServerConfig, args)
     log.setup(cfg.log_level)
     asyncio.run(gateway.serve(cfg))
     return 0
@@ -30,7 +29,7 @@ def _run_server(args: argparse.Namespace) -> int:
 def _run_client(args: argparse.Namespace) -> int:
     from vpn.client import connection
 
-    cfg = settings.load(settings.ClientConfig, args)
+    cfg = settings.load(config.ClientConfig, args)
     log.setup(cfg.log_level)
     return asyncio.run(connection.serve(cfg))
 
@@ -134,13 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="COMMAND")
 
     server = verbs.add_parser("server", help="run the gateway", description="Run the VPN gateway.")
-    settings.add_arguments(server, settings.ServerConfig)
+    settings.add_arguments(server, config.ServerConfig)
     server.set_defaults(func=_run_server)
 
     client = verbs.add_parser(
         "client", help="connect to a gateway", description="Run a VPN client."
     )
-    settings.add_arguments(client, settings.ClientConfig)
+    settings.add_arguments(client, config.ClientConfig)
     client.set_defaults(func=_run_client)
 
     status = verbs.add_parser("status", help="show a running server's or client's sessions")
