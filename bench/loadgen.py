@@ -4,9 +4,9 @@ A real client needs a TUN device and a namespace of its own; a thousand of them 
 the machine, not the gateway. Each session here is what the gateway sees of a client: its own
 TCP connection, a full TLS 1.3 handshake with a certificate of its own (distinct identities,
 or the gateway would replace one session by the next), HELLO, CONFIG, then DATA frames, all
-through the project's own `vpn.channel.Channel`. No TUN on this side: DATA frames carry ICMP
-echo requests from the leased address to the gateway's own tunnel address, so the gateway's
-kernel answers and each reply comes back through the gateway's TUN, routing and TLS —
+through the project's own `vpn.datapath.channel.Channel`. No TUN on this side: DATA frames
+carry ICMP echo requests from the leased address to the gateway's own tunnel address, so the
+gateway's kernel answers and each reply comes back through the gateway's TUN, routing and TLS —
 the path every client's traffic takes, minus the LAN.
 
 Timeline: connect every session (at most --concurrency handshakes at once), write
@@ -31,9 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from vpn import packets, protocol
-from vpn.channel import Channel, handshake, tune_socket
+from vpn.credentials.tls import client_context
+from vpn.datapath.channel import Channel
+from vpn.datapath.handshake import handshake, tune_socket
 from vpn.protocol import MsgType
-from vpn.tls import client_context
 
 VNET_HDR = bytes(protocol.VNET_HDR_LEN)  # "no offload" in front of each packet
 

@@ -30,7 +30,7 @@ from lab.backends.base import Backend
 from lab.model import LabError
 from lab.run import running_lab
 from scenarios.tunnel import Tunnel
-from vpn import pki
+from vpn.credentials import pki
 
 CACHE = REPO_ROOT / ".cache" / "bench-scale-pki"
 POOL = "172.31.0.0/20"  # room for 4093 clients, apart from the lab's networks

@@ -26,7 +26,7 @@ REFUSED = 2  # exit status of a VPN client that was refused (or refused the gate
 
 NO_CERT = r"""
 import json, socket, ssl, sys
-from vpn import tls
+from vpn.credentials import tls
 host, port, ca, name = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 ctx.load_verify_locations(ca)

@@ -13,7 +13,7 @@ from scenarios.pcap import judge
 from scenarios.probes import ping
 from scenarios.runner import Context, Result, Scenario
 from scenarios.tunnel import Tunnel, nodes_with_role
-from vpn import pki
+from vpn.credentials import pki
 
 PATTERN = "517e2517e2"  # ping payload: seen on the internet segment only if the tunnel leaks
 

@@ -26,8 +26,10 @@ HELPER = r'''
 import errno, fcntl, ipaddress, json, os, select, shutil, socket, struct, subprocess, sys
 import tempfile, time
 
-from vpn import packets, tun
-from vpn.netconf import NetConf, NetConfError
+from vpn import packets
+from vpn.errors import NetConfError
+from vpn.iface import tun, tun_writes
+from vpn.iface.netconf import NetConf
 
 ADDRESS, PEER, PI_ADDRESS, PI_PEER = sys.argv[1:5]
 OWN, PI_OWN = ADDRESS.split("/")[0], PI_ADDRESS.split("/")[0]
@@ -66,12 +68,12 @@ def is_reply(seq, own, peer):
 def attempt(dev, data, seq, own=OWN, peer=PEER, skip=0):
     """Write data into the fd; if the kernel took it, wait for its echo reply."""
     result = {"head": data[:32].hex(), "tail": data[-4:].hex(), "size": len(data),
-              "check_packet": tun.check_packet(data)}
+              "check_packet": tun_writes.check_packet(data)}
     try:
         result["written"] = os.write(dev.fd, data)
     except OSError as err:
         result["errno"] = errno.errorcode[err.errno]
-        result["explained"] = tun.explain_write_error(err, data, tun=dev)
+        result["explained"] = tun_writes.explain_write_error(err, data, tun=dev)
         return result
     reply, _ = read_until(dev.fd, is_reply(seq, own, peer), 1.0, skip)
     result["reply"] = reply.hex() if reply else None

@@ -16,7 +16,7 @@ from typing import Any
 from lab.backends.base import Backend, Process
 from lab.model import LabError, Node
 from scenarios.probes import ping
-from vpn import pki
+from vpn.credentials import pki
 
 TUN = "tun0"
 

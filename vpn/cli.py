@@ -9,8 +9,8 @@ import sys
 import time
 from typing import Any
 
-from vpn import config as settings
-from vpn import control, log
+from vpn import config, control, log, settings
+from vpn.errors import VpnError
 
 DESCRIPTION = """\
 A TLS 1.3 VPN over TUN. The gateway runs `vpn server`, each client `vpn client`;
@@ -18,20 +18,20 @@ A TLS 1.3 VPN over TUN. The gateway runs `vpn server`, each client `vpn client`;
 
 
 def _run_server(args: argparse.Namespace) -> int:
-    from vpn import server
+    from vpn.server import gateway
 
-    cfg = settings.load(settings.ServerConfig, args)
+    cfg = settings.load(config.ServerConfig, args)
     log.setup(cfg.log_level)
-    asyncio.run(server.serve(cfg))
+    asyncio.run(gateway.serve(cfg))
     return 0
 
 
 def _run_client(args: argparse.Namespace) -> int:
-    from vpn import client
+    from vpn.client import connection
 
-    cfg = settings.load(settings.ClientConfig, args)
+    cfg = settings.load(config.ClientConfig, args)
     log.setup(cfg.log_level)
-    return asyncio.run(client.serve(cfg))
+    return asyncio.run(connection.serve(cfg))
 
 
 def _since(stamp: float | None) -> str:
@@ -41,7 +41,8 @@ def _since(stamp: float | None) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
 
 
-def _size(n: int) -> str:
+def _size(count: int) -> str:
+    n = float(count)
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
             return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
@@ -132,13 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="COMMAND")
 
     server = verbs.add_parser("server", help="run the gateway", description="Run the VPN gateway.")
-    settings.add_arguments(server, settings.ServerConfig)
+    settings.add_arguments(server, config.ServerConfig)
     server.set_defaults(func=_run_server)
 
     client = verbs.add_parser(
         "client", help="connect to a gateway", description="Run a VPN client."
     )
-    settings.add_arguments(client, settings.ClientConfig)
+    settings.add_arguments(client, config.ClientConfig)
     client.set_defaults(func=_run_client)
 
     status = verbs.add_parser("status", help="show a running server's or client's sessions")
@@ -154,21 +155,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vpn.auth import AuthError
-    from vpn.netconf import NetConfError
-    from vpn.pki import PkiError
-    from vpn.tun import TunError
-
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        status: int = args.func(args)
     except KeyboardInterrupt:
         return 130
-    except (settings.ConfigError, TunError, NetConfError, PkiError, AuthError, OSError) as exc:
-        plain = isinstance(exc, OSError) and not isinstance(exc, TunError) and exc.strerror
-        text = exc.strerror if plain else str(exc)
-        print(f"vpn {args.verb}: error: {text}", file=sys.stderr)
-        return 1
+    except VpnError as exc:  # the message already says what happened and what to do
+        return _fail(args.verb, str(exc))
+    except OSError as exc:
+        return _fail(args.verb, exc.strerror or str(exc))
+    return status
+
+
+def _fail(verb: str, text: str) -> int:
+    print(f"vpn {verb}: error: {text}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

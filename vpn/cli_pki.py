@@ -13,8 +13,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from vpn import pki
-from vpn.auth import AuthError, PasswordFile, check_user_name
+from vpn.credentials import pki
+from vpn.credentials.passwords import PasswordFile, check_user_name
+from vpn.errors import AuthError, CredentialError
 
 EXIT_ERROR = 2
 
@@ -30,7 +31,7 @@ def _guarded(command: str, func: Callable[[argparse.Namespace], int]) -> Callabl
     def run(args: argparse.Namespace) -> int:
         try:
             return func(args)
-        except (pki.PkiError, AuthError) as exc:
+        except CredentialError as exc:
             return _fail(command, exc)
         except OSError as exc:
             where = f"{exc.filename}: " if exc.filename else ""
@@ -52,7 +53,7 @@ def _pki_init(args: argparse.Namespace) -> int:
 
 
 def _pki_issue(args: argparse.Namespace) -> int:
-    kind = "server" if args.server else "client"
+    kind: pki.Kind = "server" if args.server else "client"
     cert, key = pki.issue(
         args.dir, args.name, kind, sans=args.san, days=args.days, force=args.force
     )
@@ -99,7 +100,9 @@ def _pki_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_pki_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def add_pki_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
     """Register `pki` with its verbs: init, issue, revoke, crl, lab, list."""
     parser = subparsers.add_parser(
         "pki",
@@ -210,7 +213,9 @@ def _passwd(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_passwd_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def add_passwd_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
     """Register `passwd FILE USER [--delete] [--password-stdin]`."""
     parser = subparsers.add_parser(
         "passwd",

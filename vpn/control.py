@@ -66,4 +66,5 @@ def query(name: str, timeout: float = 5.0) -> dict[str, Any]:
     answer = json.loads(data)
     if not answer.get("ok"):
         raise RuntimeError(answer.get("error", "status request failed"))
-    return answer["status"]
+    status: dict[str, Any] = answer["status"]
+    return status

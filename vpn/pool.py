@@ -12,11 +12,9 @@ import ipaddress
 from collections.abc import Iterable
 from typing import Generic, TypeVar
 
+from vpn.errors import PoolExhausted
+
 T = TypeVar("T")
-
-
-class PoolExhausted(Exception):
-    """No free address is left in the pool."""
 
 
 class AddressPool:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
+from vpn.errors import ProtocolError
+
 VERSION = 1
 HEADER = struct.Struct("!I")
 HEADER_LEN = HEADER.size
@@ -44,10 +46,6 @@ class MsgType(IntEnum):
 DATA = int(MsgType.DATA)
 DATA_WORD = DATA << TYPE_SHIFT
 _KNOWN = frozenset(int(t) for t in MsgType)
-
-
-class ProtocolError(Exception):
-    """The peer broke the protocol; the message is the reason sent back in ERROR and logged."""
 
 
 def data_header(length: int) -> bytes:
@@ -86,21 +84,52 @@ def parse_header(word: int) -> tuple[int, int]:
     return msg_type, length
 
 
-def split_frames(buf: memoryview, start: int, end: int) -> tuple[list[Frame], int]:
-    """Every complete frame in buf[start:end]; and where the first incomplete one begins.
+Control = tuple[int, memoryview]
 
-    The hot loops inline this walk; this is the reference version the tests pin down.
+
+def walk(buf: memoryview, pos: int, end: int) -> tuple[list[memoryview], Control | None, int, int]:
+    """The one frame walker: from `pos`, the DATA payloads up to the first control frame; that
+    control frame as (type, payload), or None; where the walk stopped; and `need`, the offset
+    at which the frame there will be complete (the end of its header if even that is missing).
+
+    Payloads are views into `buf`, never copies. The channel's hot loop calls this once per
+    batch of packets; `split_frames` is the same walk collected into Frames.
     """
+    packets: list[memoryview] = []
+    unpack = HEADER.unpack_from
+    data, shift, mask, limit = DATA, TYPE_SHIFT, LENGTH_MASK, MAX_DATA
+    need = pos + HEADER_LEN
+    while end >= need:
+        word = unpack(buf, pos)[0]
+        kind, length = word >> shift, word & mask
+        if kind == data:
+            if length > limit:
+                raise ProtocolError(f"DATA frame of {length} bytes exceeds the limit of {limit}")
+            stop = need + length
+            if stop > end:
+                return packets, None, pos, stop
+            packets.append(buf[need:stop])
+            pos = stop
+            need = pos + HEADER_LEN
+            continue
+        kind, length = parse_header(word)
+        stop = need + length
+        if stop > end:
+            return packets, None, pos, stop
+        return packets, (kind, buf[need:stop]), stop, stop + HEADER_LEN
+    return packets, None, pos, need
+
+
+def split_frames(buf: memoryview, start: int, end: int) -> tuple[list[Frame], int]:
+    """Every complete frame in buf[start:end]; and where the first incomplete one begins."""
     frames: list[Frame] = []
     pos = start
-    while end - pos >= HEADER_LEN:
-        msg_type, length = parse_header(HEADER.unpack_from(buf, pos)[0])
-        stop = pos + HEADER_LEN + length
-        if stop > end:
-            break
-        frames.append(Frame(MsgType(msg_type), buf[pos + HEADER_LEN : stop]))
-        pos = stop
-    return frames, pos
+    while True:
+        packets, control, pos, _ = walk(buf, pos, end)
+        frames.extend(Frame(MsgType.DATA, packet) for packet in packets)
+        if control is None:
+            return frames, pos
+        frames.append(Frame(MsgType(control[0]), control[1]))
 
 
 # -- control messages --------------------------------------------------------------------------

@@ -1,4 +1,7 @@
-"""vpn.netconf on the real kernel, in a throwaway namespace; `ip` is the independent witness."""
+"""vpn.iface.netconf on the real kernel, in a throwaway namespace.
+
+`ip` is the independent witness.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from vpn.netconf import NetConf, NetConfError
-from vpn.tun import Tun, open_tun
+from vpn.errors import NetConfError
+from vpn.iface.netconf import NetConf
+from vpn.iface.tun import Tun, open_tun
 
 pytestmark = [pytest.mark.root, pytest.mark.usefixtures("require_tun", "inside_netns")]
 

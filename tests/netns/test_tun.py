@@ -1,4 +1,4 @@
-"""vpn.tun against the real kernel: TUN devices in throwaway namespaces, real packets."""
+"""vpn.iface.tun against the real kernel: TUN devices in throwaway namespaces, real packets."""
 
 from __future__ import annotations
 
@@ -18,26 +18,23 @@ from collections.abc import Callable
 import pytest
 from pyroute2 import IPRoute
 
-from vpn import tun as tunmod
-from vpn.netconf import NetConf
-from vpn.tun import (
+from vpn.errors import TunError
+from vpn.iface import tun_writes, vnet
+from vpn.iface.netconf import NetConf
+from vpn.iface.tun import (
     IFF_NO_PI,
     IFF_TUN,
     IFF_VNET_HDR,
-    PLAIN_VNET_HDR,
     TUN_F_CSUM,
     TUN_F_TSO4,
     TUN_F_TSO6,
-    VNET_HDR_LEN,
     Tun,
-    TunError,
-    check_packet,
     open_tun,
-    parse_vnet_hdr,
     supports_offload,
     tun_features,
-    write_packet,
 )
+from vpn.iface.tun_writes import check_packet, write_packet
+from vpn.iface.vnet import PLAIN_VNET_HDR, VNET_HDR_LEN, parse_vnet_hdr
 
 PEER = "10.0.8.32"
 LOCAL = "10.0.8.99"
@@ -163,8 +160,8 @@ def test_check_packet_rules() -> None:
 def test_parse_vnet_hdr() -> None:
     raw = struct.pack("=BBHHHH", 1, 1, 66, 1448, 34, 16)
     hdr = parse_vnet_hdr(raw + b"rest")
-    assert hdr == tunmod.VnetHdr(1, 1, 66, 1448, 34, 16)
-    assert tunmod.pack_vnet_hdr(hdr) == raw
+    assert hdr == vnet.VnetHdr(1, 1, 66, 1448, 34, 16)
+    assert vnet.pack_vnet_hdr(hdr) == raw
     assert parse_vnet_hdr(PLAIN_VNET_HDR) == (0, 0, 0, 0, 0, 0)
     assert len(PLAIN_VNET_HDR) == VNET_HDR_LEN == 10
     with pytest.raises(ValueError):
@@ -302,7 +299,7 @@ def test_rejected_writes_are_explained() -> None:
         with pytest.raises(OSError) as raw:
             os.write(tun.fd, b"\x00" + good[1:])
         assert raw.value.errno == errno.EINVAL
-        assert "0x00" in tunmod.explain_write_error(raw.value, b"\x00" + good[1:], tun=tun)
+        assert "0x00" in tun_writes.explain_write_error(raw.value, b"\x00" + good[1:], tun=tun)
 
 
 @real_kernel

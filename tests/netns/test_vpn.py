@@ -29,8 +29,8 @@ from tests.netns.harness import (
     server_args,
     wait_for,
 )
-from vpn import pki as pki_mod
 from vpn import protocol
+from vpn.credentials import pki as pki_mod
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0,

@@ -16,8 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vpn.auth import AuthError, PasswordFile, hash_password, verify_password
 from vpn.cli_pki import add_passwd_parser
+from vpn.credentials.passwords import PasswordFile, hash_password, verify_password
+from vpn.errors import AuthError
 
 
 def test_hash_has_the_documented_form_and_verifies() -> None:

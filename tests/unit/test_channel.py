@@ -13,10 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from vpn import channel, pki, protocol
-from vpn.channel import Channel, handshake
+from vpn import protocol
+from vpn.credentials import pki
+from vpn.credentials.tls import client_context, server_context
+from vpn.datapath import channel
+from vpn.datapath.channel import Channel
+from vpn.datapath.counters import Counters
+from vpn.datapath.handshake import handshake
 from vpn.protocol import MsgType
-from vpn.tls import client_context, server_context
 
 
 @pytest.fixture(scope="module")
@@ -168,8 +172,8 @@ def test_a_peer_that_hangs_up_closes_the_channel(lab: dict[str, Path]) -> None:
 
 
 def test_counters_add_up_without_sharing_state() -> None:
-    a = channel.Counters(rx_packets=2, dropped_spoofed=1)
-    b = channel.Counters(rx_packets=3, tx_bytes=10)
+    a = Counters(rx_packets=2, dropped_spoofed=1)
+    b = Counters(rx_packets=3, tx_bytes=10)
     total = a.plus(b)
     assert (total.rx_packets, total.tx_bytes, total.dropped_spoofed) == (5, 10, 1)
     assert a.rx_packets == 2  # plus() leaves its operands alone

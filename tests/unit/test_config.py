@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from vpn import config as settings
+from vpn import config, settings
 
 
 def parse(cls: type, argv: list[str]) -> object:
@@ -17,7 +17,7 @@ def parse(cls: type, argv: list[str]) -> object:
 
 
 def test_defaults() -> None:
-    cfg = parse(settings.ServerConfig, [])
+    cfg = parse(config.ServerConfig, [])
     assert cfg.pool == "192.168.53.0/24"
     assert cfg.listen == "0.0.0.0:4433"
     assert cfg.route == []
@@ -31,7 +31,7 @@ def test_file_then_flags_win(tmp_path: Path) -> None:
         "client-to-client = true\n"
     )
     cfg = parse(
-        settings.ServerConfig,
+        config.ServerConfig,
         ["--config", str(path), "--keepalive", "2.5", "--no-client-to-client"],
     )
     assert cfg.pool == "10.8.0.0/24"
@@ -42,7 +42,7 @@ def test_file_then_flags_win(tmp_path: Path) -> None:
 
 
 def test_repeatable_flags() -> None:
-    cfg = parse(settings.ServerConfig, ["--route", "10.1.0.0/16", "--route", "10.2.0.0/16"])
+    cfg = parse(config.ServerConfig, ["--route", "10.1.0.0/16", "--route", "10.2.0.0/16"])
     assert cfg.route == ["10.1.0.0/16", "10.2.0.0/16"]
 
 
@@ -59,13 +59,13 @@ def test_repeatable_flags() -> None:
 def test_bad_files_say_what(tmp_path: Path, text: str, reason: str) -> None:
     path = tmp_path / "server.toml"
     path.write_text(text)
-    with pytest.raises(settings.ConfigError, match=reason):
-        parse(settings.ServerConfig, ["--config", str(path)])
+    with pytest.raises(config.ConfigError, match=reason):
+        parse(config.ServerConfig, ["--config", str(path)])
 
 
 def test_missing_file() -> None:
-    with pytest.raises(settings.ConfigError, match="does not exist"):
-        parse(settings.ServerConfig, ["--config", "/nonexistent/server.toml"])
+    with pytest.raises(config.ConfigError, match="does not exist"):
+        parse(config.ServerConfig, ["--config", "/nonexistent/server.toml"])
 
 
 @pytest.mark.parametrize(
@@ -79,25 +79,25 @@ def test_missing_file() -> None:
 )
 def test_endpoints(text: str, reason: str | None) -> None:
     if reason is None:
-        assert settings.parse_endpoint(text, "--server") == ("gateway", 4433)
+        assert config.parse_endpoint(text, "--server") == ("gateway", 4433)
     else:
-        with pytest.raises(settings.ConfigError, match=reason):
-            settings.parse_endpoint(text, "--server")
+        with pytest.raises(config.ConfigError, match=reason):
+            config.parse_endpoint(text, "--server")
 
 
 def test_client_subnets() -> None:
-    parsed = settings.parse_client_subnets(["router=192.168.50.0/24", "router=10.5.0.0/16"])
+    parsed = config.parse_client_subnets(["router=192.168.50.0/24", "router=10.5.0.0/16"])
     assert [str(n) for n in parsed["router"]] == ["192.168.50.0/24", "10.5.0.0/16"]
-    with pytest.raises(settings.ConfigError, match="NAME=CIDR"):
-        settings.parse_client_subnets(["192.168.50.0/24"])
-    with pytest.raises(settings.ConfigError, match="host bits"):
-        settings.parse_client_subnets(["r=192.168.50.1/24"])
+    with pytest.raises(config.ConfigError, match="NAME=CIDR"):
+        config.parse_client_subnets(["192.168.50.0/24"])
+    with pytest.raises(config.ConfigError, match="host bits"):
+        config.parse_client_subnets(["r=192.168.50.1/24"])
 
 
 def test_tls_files_required() -> None:
-    cfg = parse(settings.ClientConfig, ["--server", "gw:4433"])
-    with pytest.raises(settings.ConfigError, match=r"--ca, --cert, --key.*vpn pki lab"):
-        settings.require_tls_files(cfg, "client")
+    cfg = parse(config.ClientConfig, ["--server", "gw:4433"])
+    with pytest.raises(config.ConfigError, match=r"--ca, --cert, --key.*vpn pki lab"):
+        config.require_tls_files(cfg, "client")
 
 
 @pytest.mark.parametrize("verb", ["server", "client", "status", "pki", "passwd"])

@@ -22,8 +22,8 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
-from vpn import pki
 from vpn.cli_pki import add_pki_parser
+from vpn.credentials import pki
 
 
 def cert(path: Path) -> x509.Certificate:

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vpn.pool import AddressPool, PoolExhausted, RouteTable, source_allowed
+from vpn.errors import PoolExhausted
+from vpn.pool import AddressPool, RouteTable, source_allowed
 
 NET = ipaddress.IPv4Network("192.168.53.0/24")
 

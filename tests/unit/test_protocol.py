@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vpn import protocol
-from vpn.protocol import MsgType, ProtocolError
+from vpn.errors import ProtocolError
+from vpn.protocol import MsgType
 
 
 def frames_of(data: bytes) -> tuple[list[protocol.Frame], int]:

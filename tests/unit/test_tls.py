@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from vpn import pki
-from vpn.tls import (
+from vpn.credentials import pki
+from vpn.credentials.tls import (
     ALPN,
     TlsError,
     client_context,

@@ -17,16 +17,17 @@ import asyncio
 import contextlib
 import fcntl
 import mmap
-import socket
 import ssl
 import sys
 import termios
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from vpn import protocol
-from vpn.protocol import HEADER, HEADER_LEN, MsgType, ProtocolError
+from vpn.credentials import tls
+from vpn.datapath.counters import Counters
+from vpn.errors import ProtocolError
+from vpn.protocol import HEADER, HEADER_LEN, MsgType
 
 READ_BUFFER = 1 << 20
 RECORD = 1 << 14  # the largest TLS record payload
@@ -38,34 +39,6 @@ SEND_BUFFER = MAX_QUEUE + 2 * FRAME_ROOM + protocol.MAX_CONTROL
 _DATA_WORD = protocol.DATA_WORD
 _pack_into = HEADER.pack_into
 _INT = bytes(4)  # an int-sized argument for ioctl
-
-
-@dataclass
-class Counters:
-    rx_bytes: int = 0
-    rx_packets: int = 0
-    tx_bytes: int = 0
-    tx_packets: int = 0
-    dropped_spoofed: int = 0
-    dropped_queue: int = 0
-    dropped_invalid: int = 0
-    dropped_unroutable: int = 0
-    dropped_filtered: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return dict(self.__dict__)
-
-    def add(self, other: Counters) -> None:
-        """Fold another's counts into these (a closed session's into its server's totals)."""
-        for name, value in other.__dict__.items():
-            setattr(self, name, getattr(self, name) + value)
-
-    def plus(self, *others: Counters) -> Counters:
-        """These counts and the others', as a new Counters."""
-        total = Counters(**self.__dict__)
-        for other in others:
-            total.add(other)
-        return total
 
 
 def _buffer(size: int) -> memoryview:
@@ -178,54 +151,19 @@ class Channel:
 
     def _walk(self) -> None:
         """Hand over every complete frame in [start, end); set `need` for the next one."""
-        view, pos, end = self.view, self.start, self.end
-        packets: list[memoryview] = []
-        unpack = HEADER.unpack_from
-        data, shift, mask, limit = (
-            protocol.DATA,
-            protocol.TYPE_SHIFT,
-            protocol.LENGTH_MASK,
-            protocol.MAX_DATA,
-        )
-        need = pos + HEADER_LEN
-        while end >= need:
-            word = unpack(view, pos)[0]
-            kind, length = word >> shift, word & mask
-            if kind == data:
-                if length > limit:
-                    raise ProtocolError(
-                        f"DATA frame of {length} bytes exceeds the limit of {limit}"
-                    )
-                stop = need + length
-                if stop > end:
-                    need = stop
-                    break
-                packets.append(view[need:stop])
-                pos = stop
-                need = pos + HEADER_LEN
-                continue
-            kind, length = protocol.parse_header(word)
-            stop = need + length
-            if stop > end:
-                need = stop
-                break
-            if packets:  # keep order: packets before a control frame are delivered first
+        view, end, walk = self.view, self.end, protocol.walk
+        while True:
+            packets, control, self.start, need = walk(view, self.start, end)
+            if packets:  # in order: packets before a control frame are delivered first
                 self.counters.rx_packets += len(packets)
-                self.start = pos
                 self.on_packets(packets)
-                packets = []
                 if self.closed:
                     return
-            self.start = stop
-            self.on_control(kind, view[need:stop])
+            if control is None:
+                break
+            self.on_control(*control)
             if self.closed:
                 return
-            pos = stop
-            need = pos + HEADER_LEN
-        self.start = pos
-        if packets:
-            self.counters.rx_packets += len(packets)
-            self.on_packets(packets)
         if self.start == self.end:
             self.start = self.end = 0
             need = HEADER_LEN
@@ -366,8 +304,6 @@ def _waiting(fd: int) -> int:
 
 def _describe_io_error(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLError):
-        from vpn import tls
-
         return tls.explain(exc)
     if isinstance(exc, ConnectionResetError):
         return "connection reset by peer"
@@ -376,35 +312,3 @@ def _describe_io_error(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "connection timed out"
     return f"{exc.__class__.__name__}: {exc}"
-
-
-async def wait_fd(loop: asyncio.AbstractEventLoop, fd: int, *, write: bool) -> None:
-    future: asyncio.Future[None] = loop.create_future()
-
-    def ready() -> None:
-        if not future.done():
-            future.set_result(None)
-
-    (loop.add_writer if write else loop.add_reader)(fd, ready)
-    try:
-        await future
-    finally:
-        (loop.remove_writer if write else loop.remove_reader)(fd)
-
-
-async def handshake(loop: asyncio.AbstractEventLoop, sock: ssl.SSLSocket) -> None:
-    """A non-blocking TLS handshake; the caller bounds it with asyncio.wait_for."""
-    fd = sock.fileno()
-    while True:
-        try:
-            sock.do_handshake()
-            return
-        except ssl.SSLWantReadError:
-            await wait_fd(loop, fd, write=False)
-        except ssl.SSLWantWriteError:
-            await wait_fd(loop, fd, write=True)
-
-
-def tune_socket(sock: socket.socket) -> None:
-    """Low latency for a tunnel: no Nagle delay on small frames such as keepalives and pings."""
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -8,10 +8,9 @@ and ARP frames must carry its leased address as sender. Anything else is dropped
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from vpn.server import Gateway, Session
+from vpn.datapath.sessions import Session, SessionTable
+from vpn.iface.tun import Tun
 
 ETH_HLEN = 14
 ETHERTYPE_IPV4 = b"\x08\x00"
@@ -31,12 +30,13 @@ def sender_address(frame: bytes | memoryview) -> bytes | None:
 
 
 class Switch:
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
+    def __init__(self, tap: Tun, sessions: SessionTable) -> None:
+        self.tap = tap
+        self.sessions = sessions
         self.table: dict[bytes, Session] = {}  # MAC → session it lives behind
 
     def from_session(self, session: Session, frames: list[memoryview]) -> None:
-        fd = self.gateway.tun.fd
+        fd = self.tap.fd
         counters = session.counters
         for frame in frames:
             if len(frame) < ETH_HLEN:
@@ -63,9 +63,8 @@ class Switch:
             except OSError:
                 counters.dropped_invalid += 1
 
-    def from_tap(self) -> None:
-        gateway = self.gateway
-        fd = gateway.tun.fd
+    def from_device(self) -> None:
+        fd = self.tap.fd
         touched: set[Session] = set()
         for _ in range(TAP_BUDGET):
             try:
@@ -78,7 +77,7 @@ class Switch:
             if not destination[0] & 1 and destination in self.table:
                 targets = [self.table[destination]]
             else:  # broadcast, multicast or not yet learned: flood
-                targets = [s for s in gateway.sessions.values() if s.phase == "data"]
+                targets = [s for s in self.sessions.connected() if s.phase == "data"]
             for session in targets:
                 if session.queue_packet(frame):
                     touched.add(session)

@@ -1,7 +1,5 @@
-"""TUN/TAP devices: open one through /dev/net/tun, and explain why the kernel refuses a write.
-
-The hot loop calls os.read/os.write on `Tun.fd` directly; everything here that inspects a packet
-runs only on the slow path, after a write already failed (or in the lab, to show the rules).
+"""TUN/TAP devices: open one through /dev/net/tun (with offloads if asked), and say in words
+why the kernel refused to. What a packet must look like to be written is `vpn.iface.tun_writes`.
 """
 
 from __future__ import annotations
@@ -12,7 +10,9 @@ import os
 import socket
 import struct
 from dataclasses import dataclass
-from typing import NamedTuple
+
+from vpn.errors import TunError
+from vpn.iface.vnet import VNET_HDR_LEN
 
 # <linux/if_tun.h>: flags for TUNSETIFF (struct ifreq.ifr_flags).
 IFF_TUN = 0x0001
@@ -53,46 +53,9 @@ TUNSETVNETHDRSZ = _ioc(_IOC_WRITE, 216)
 IFNAMSIZ = 16
 DEFAULT_PATH = "/dev/net/tun"
 
-# struct virtio_net_hdr (without num_buffers): what precedes every packet on a vnet_hdr tun.
-VNET_HDR_LEN = 10
-PLAIN_VNET_HDR = bytes(VNET_HDR_LEN)  # "no offload": prepend this to a plain packet
-VNET_HDR_F_NEEDS_CSUM = 1
-VNET_HDR_F_DATA_VALID = 2
-VNET_HDR_F_RSC_INFO = 4
-VNET_HDR_GSO_NONE = 0
-VNET_HDR_GSO_TCPV4 = 1
-VNET_HDR_GSO_UDP = 3
-VNET_HDR_GSO_TCPV6 = 4
-VNET_HDR_GSO_UDP_L4 = 5
-VNET_HDR_GSO_ECN = 0x80
-_VNET_STRUCT = struct.Struct("=BBHHHH")  # host order, as the kernel uses by default
-_GSO_TYPES = frozenset(
-    (
-        VNET_HDR_GSO_NONE,
-        VNET_HDR_GSO_TCPV4,
-        VNET_HDR_GSO_UDP,
-        VNET_HDR_GSO_TCPV6,
-        VNET_HDR_GSO_UDP_L4,
-    )
-)
-_VNET_FLAGS = VNET_HDR_F_NEEDS_CSUM | VNET_HDR_F_DATA_VALID | VNET_HDR_F_RSC_INFO
-
-ETH_HLEN = 14
-MAX_PACKET = 65535  # the largest IP packet; longer writes are cut or refused (ENOBUFS)
-
 _IFREQ = struct.Struct("16sH22x")  # struct ifreq: name, then ifr_flags in a 24-byte union
 
 _CAP_HINT = "needs root or CAP_NET_ADMIN (docker: --cap-add NET_ADMIN)"
-
-
-class TunError(OSError):
-    """Opening or using a TUN device failed; str() says what happened, why and what to do."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(code, message)
-
-    def __str__(self) -> str:
-        return str(self.strerror)
 
 
 @dataclass
@@ -121,29 +84,6 @@ class Tun:
         self.close()
 
 
-class VnetHdr(NamedTuple):
-    """struct virtio_net_hdr: how the kernel offloaded (or wants us to offload) a packet."""
-
-    flags: int
-    gso_type: int
-    hdr_len: int
-    gso_size: int
-    csum_start: int
-    csum_offset: int
-
-
-def parse_vnet_hdr(buf: bytes | bytearray | memoryview) -> VnetHdr:
-    """Decode the 10-byte virtio_net_hdr at the start of `buf`."""
-    if len(buf) < VNET_HDR_LEN:
-        raise ValueError(f"virtio_net_hdr needs {VNET_HDR_LEN} bytes, got {len(buf)}")
-    return VnetHdr(*_VNET_STRUCT.unpack_from(buf))
-
-
-def pack_vnet_hdr(hdr: VnetHdr) -> bytes:
-    """Encode a virtio_net_hdr (the inverse of parse_vnet_hdr)."""
-    return _VNET_STRUCT.pack(*hdr)
-
-
 def _name_problem(name: str) -> str | None:
     """Why the kernel would refuse `name` as an interface name (dev_valid_name), or None."""
     raw = name.encode()
@@ -160,6 +100,12 @@ def _name_problem(name: str) -> str | None:
     if name.count("%") > 1 or ("%" in name and "%d" not in name):
         return f"interface name {name!r}: the only pattern allowed is one '%d' (e.g. tun%d)"
     return None
+
+
+def _error(code: int, why: str) -> TunError:
+    """A TunError whose advice is what follows the first " — " of `why`."""
+    what, _, advice = why.partition(" — ")
+    return TunError(code, what, advice=advice)
 
 
 def _open_error(path: str, err: OSError) -> TunError:
@@ -179,7 +125,7 @@ def _open_error(path: str, err: OSError) -> TunError:
         why = f"open {path}: permission denied — creating a TUN device {_CAP_HINT}"
     else:
         why = f"open {path}: {err.strerror}"
-    return TunError(code, why)
+    return _error(code, why)
 
 
 def _exists(name: str) -> bool:
@@ -216,7 +162,7 @@ def _setiff_error(name: str, flags: int, err: OSError) -> TunError:
         )
     else:
         why = f"TUNSETIFF {name}: {err.strerror}"
-    return TunError(code, why)
+    return _error(code, why)
 
 
 def open_tun(
@@ -320,114 +266,3 @@ def supports_offload(path: str = DEFAULT_PATH) -> bool:
         return bool(tun_features(path) & IFF_VNET_HDR)
     except OSError:
         return False
-
-
-def _looks_like_hex_text(data: bytes) -> bool:
-    head = data[:8]
-    return len(head) >= 2 and all(c in b"0123456789abcdefABCDEF \t:\n" for c in head)
-
-
-def check_packet(
-    packet: bytes | bytearray | memoryview, *, vnet_hdr: bool = False, tap: bool = False
-) -> str | None:
-    """Why a write of `packet` to a tun opened this way is refused at write time, or None.
-
-    Only what the kernel checks in write(): a packet that passes may still be dropped later
-    (bad checksums, bad IP header) without any error reaching the writer.
-    """
-    data = memoryview(packet).cast("B") if not isinstance(packet, bytes) else packet
-    size = len(data)
-    if size == 0:
-        return (
-            "zero-length write: one write() carries exactly one whole packet, and an empty one "
-            "is refused (EINVAL)"
-        )
-    if vnet_hdr:
-        if size < VNET_HDR_LEN:
-            return (
-                f"only {size} bytes: with IFF_VNET_HDR each write starts with a "
-                f"{VNET_HDR_LEN}-byte virtio_net_hdr (prepend PLAIN_VNET_HDR to a plain packet)"
-            )
-        problem = _vnet_hdr_problem(parse_vnet_hdr(data), size - VNET_HDR_LEN)
-        if problem:
-            return problem
-        data = data[VNET_HDR_LEN:]
-        size -= VNET_HDR_LEN
-        if size == 0:
-            return "nothing after the virtio_net_hdr: the packet itself is missing"
-    if tap:
-        if size < ETH_HLEN:
-            return f"{size} bytes: a TAP frame needs at least a {ETH_HLEN}-byte Ethernet header"
-    else:
-        first = data[0]
-        if first >> 4 not in (4, 6):
-            hint = (
-                f"first byte 0x{first:02x}: with IFF_NO_PI the packet must start with 0x4_ "
-                "(IPv4) or 0x6_ (IPv6); a hex dump reversed without offsets (or with offsets "
-                "not starting at 0) or the hex text itself written instead of the bytes gives this"
-            )
-            if _looks_like_hex_text(bytes(data[:8])):
-                hint += (
-                    " — these bytes look like hex text: convert it first, with `xxd -r` for an "
-                    "xxd dump (offset column first), `xxd -r -p` for plain hex digits"
-                )
-            elif first == 0:
-                hint += " — it starts with zero bytes, as `xxd -r` pads up to the first offset"
-            return hint
-    return None
-
-
-def _vnet_hdr_problem(hdr: VnetHdr, payload: int) -> str | None:
-    if hdr.flags & ~_VNET_FLAGS:
-        return f"virtio_net_hdr flags 0x{hdr.flags:02x} has unknown bits"
-    if hdr.gso_type & ~VNET_HDR_GSO_ECN not in _GSO_TYPES:
-        return f"virtio_net_hdr gso_type {hdr.gso_type} is not a known GSO type"
-    if hdr.gso_type & ~VNET_HDR_GSO_ECN and hdr.gso_size == 0:
-        return "virtio_net_hdr asks for segmentation (gso_type set) with gso_size 0"
-    if hdr.hdr_len > payload:
-        return f"virtio_net_hdr hdr_len {hdr.hdr_len} is longer than the {payload}-byte packet"
-    if hdr.flags & VNET_HDR_F_NEEDS_CSUM and hdr.csum_start + hdr.csum_offset + 2 > payload:
-        return (
-            f"virtio_net_hdr checksum at {hdr.csum_start}+{hdr.csum_offset} lies beyond the "
-            f"{payload}-byte packet"
-        )
-    return None
-
-
-def explain_write_error(err: OSError, packet: bytes | bytearray | memoryview, *, tun: Tun) -> str:
-    """Why the kernel refused a write to `tun`, in words a person can act on."""
-    code = err.errno
-    where = f"write to {tun.name}"
-    if code == errno.EIO:
-        return f"{where}: input/output error — interface is down: ip link set {tun.name} up"
-    if code == errno.EBADFD:
-        return (
-            f"{where}: file descriptor in bad state — no interface is attached to this fd: "
-            "TUNSETIFF did not succeed (an EPERM from it was ignored?)"
-        )
-    if code in (errno.ENOBUFS, errno.EMSGSIZE):
-        return (
-            f"{where}: {err.strerror} — {len(packet)} bytes in one write is too long: one write "
-            f"carries one packet (an IP packet holds at most {MAX_PACKET} bytes); write packets "
-            "one by one"
-        )
-    if code in (errno.EINVAL, errno.EFAULT):
-        reason = check_packet(packet, vnet_hdr=tun.vnet_hdr, tap=tun.tap)
-        if reason:
-            return f"{where} refused ({errno.errorcode.get(code, code)}): {reason}"
-        first = f", first byte 0x{bytes(packet[:1]).hex()}" if len(packet) else ""
-        return (
-            f"{where}: {err.strerror} — the kernel refused a {len(packet)}-byte packet{first} "
-            "that passes the known write-time checks"
-        )
-    if code == errno.EBADF:
-        return f"{where}: bad file descriptor — the tun was already closed"
-    return f"{where}: {err.strerror}"
-
-
-def write_packet(tun: Tun, packet: bytes | bytearray | memoryview) -> None:
-    """Write one packet; on failure raise TunError saying why (not for the hot loop)."""
-    try:
-        os.write(tun.fd, packet)
-    except OSError as err:
-        raise TunError(err.errno or errno.EIO, explain_write_error(err, packet, tun=tun)) from err

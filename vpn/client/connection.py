@@ -1,44 +1,40 @@
 """The client: connect, authenticate, apply the pushed configuration, move packets, reconnect.
 
-The TUN device and its routes outlive a broken connection: while the client reconnects, traffic
-for the tunnel has nowhere else to go (no leak into the clear), and TCP sessions inside survive
-because the gateway gives the same address back.
+The TUN device and its routes (`vpn.client.tunnel`) outlive a broken connection, and TCP
+sessions inside survive because the gateway gives the same address back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import getpass
 import os
 import random
 import signal
 import socket
 import ssl
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from vpn import control, log, protocol, tls
-from vpn.channel import Channel, Counters, handshake, tune_socket
-from vpn.config import ClientConfig, ConfigError, parse_endpoint, require_tls_files
-from vpn.netconf import NetConf
-from vpn.protocol import MsgType, ProtocolError
-from vpn.tun import Tun, explain_write_error, open_tun, supports_offload
+from vpn import control, log, protocol
+from vpn.client.login import certificate_name, read_password
+from vpn.client.tunnel import Tunnel
+from vpn.config import ClientConfig, parse_endpoint, require_tls_files
+from vpn.credentials import tls
+from vpn.datapath.channel import Channel
+from vpn.datapath.counters import Counters
+from vpn.datapath.handshake import handshake, tune_socket
+from vpn.datapath.keepalive import keep_alive
+from vpn.errors import ConfigError, Disconnected, ProtocolError, Refused
+from vpn.iface.tun import supports_offload
+from vpn.iface.tun_writes import explain_write_error
+from vpn.protocol import MsgType
 
 TUN_READ = 65536 + 64
 TUN_BUDGET = 128
 MAX_BACKLOG = 1 << 20
-
-
-class Refused(Exception):
-    """The gateway refused our credentials, or we refused the gateway: retrying cannot help."""
-
-
-class Disconnected(Exception):
-    """The session ended; the reason is the message."""
 
 
 class Link(Channel):
@@ -68,8 +64,11 @@ class Link(Channel):
     def on_packets(self, packets: list[memoryview]) -> None:
         if self.phase != "data":
             raise ProtocolError("DATA out of order: expected CONFIG (config phase)")
-        client = self.client
-        fd, write = client.tun.fd, os.write
+        tun = self.client.tunnel.tun
+        if tun is None:  # CONFIG came, and the TUN it asks for is not open yet
+            self.counters.dropped_queue += len(packets)
+            return
+        fd, write = tun.fd, os.write
         for packet in packets:
             try:
                 write(fd, packet)
@@ -78,7 +77,7 @@ class Link(Channel):
             except OSError as exc:
                 self.counters.dropped_invalid += 1
                 if self.counters.dropped_invalid == 1:
-                    log.warn("drop", why=explain_write_error(exc, packet, tun=client.tun))
+                    log.warn("drop", why=explain_write_error(exc, packet, tun=tun))
 
     def on_drained(self) -> None:
         self.client.resume_tun()
@@ -111,14 +110,17 @@ class Client:
             raise ConfigError("vpn client needs --server HOST:PORT (the gateway)")
         self.host, self.port = parse_endpoint(config.server, "--server")
         self.server_name = config.server_name or self.host
-        self.context = tls.client_context(config.cert, config.key, config.ca, config.crl or None)
-        self.name = config.name or _certificate_name(config.cert)
-        self.password = _read_password(config)
+        self.context = tls.client_context(
+            Path(config.cert),
+            Path(config.key),
+            Path(config.ca),
+            Path(config.crl) if config.crl else None,
+        )
+        self.name = config.name or certificate_name(config.cert)
+        self.password = read_password(config)
         self.loop = asyncio.get_running_loop()
         self.link: Link | None = None
-        self.applied: protocol.Config | None = None
-        self.tun: Tun | None = None  # type: ignore[assignment]
-        self.net: NetConf | None = None
+        self.tunnel = Tunnel(config.tun)
         self.reading_tun = False
         self.state = "connecting"
         self.reconnects = 0
@@ -163,7 +165,7 @@ class Client:
             features=frozenset(features),
             user=self.config.user,
             password=self.password,
-            address=str(self.applied.address.ip) if self.applied else "",
+            address=str(applied.address.ip) if (applied := self.tunnel.applied) else "",
         )
         link.send_frame(hello.encode())
         try:
@@ -175,51 +177,8 @@ class Client:
             link.close("login failed", send_error=False)
             raise
         self.pause_tun()
-        await self.loop.run_in_executor(self.netlink, self.apply, config)
+        await self.loop.run_in_executor(self.netlink, self.tunnel.apply, config)
         return link
-
-    def apply(self, config: protocol.Config) -> None:
-        """Configure the TUN and routes; kept as they are when a reconnect pushes the same."""
-        if self.applied == config:
-            return
-        self.teardown()
-        stack = NetConf()
-        try:
-            name = self.config.tun.replace("tun%d", "tap%d") if config.tap else self.config.tun
-            tun = open_tun(name, tap=config.tap, vnet_hdr=config.offload, offload=config.offload)
-        except BaseException:
-            stack.close()
-            raise
-        self.tun, self.net = tun, stack
-        try:
-            stack.disable_ipv6(tun.name)
-            stack.add_address(tun.name, str(config.address))
-            stack.set_link(tun.name, up=True, mtu=config.mtu)
-            for route in config.routes:
-                if not route.subnet_of(config.address.network):  # else already on the link
-                    stack.add_route(str(route), dev=tun.name)
-        except BaseException:
-            self.teardown()
-            raise
-        self.applied = config
-        log.event(
-            "configured",
-            tun=tun.name,
-            address=str(config.address),
-            routes=",".join(map(str, config.routes)) or "-",
-            mtu=config.mtu,
-            offload=config.offload,
-        )
-
-    def teardown(self) -> None:
-        """Undo apply (in the netlink thread; the TUN reader is already paused)."""
-        if self.net is not None:
-            self.net.close()
-            self.net = None
-        if self.tun is not None:
-            self.tun.close()
-            self.tun = None
-        self.applied = None
 
     # -- packets from the TUN to the gateway ---------------------------------------------------
     def on_tun_readable(self) -> None:
@@ -227,7 +186,10 @@ class Client:
         if link is None or link.closed or link.phase != "data":
             self.pause_tun()
             return
-        fd, readv = self.tun.fd, os.readv
+        tun = self.tunnel.tun
+        if tun is None:
+            return
+        fd, readv = tun.fd, os.readv
         room, commit = link.room, link.commit
         for _ in range(TUN_BUDGET):
             space = room()
@@ -238,7 +200,7 @@ class Client:
             except BlockingIOError:
                 break
             except OSError as exc:
-                log.warn("tun_read_failed", tun=self.tun.name, error=str(exc))
+                log.warn("tun_read_failed", tun=tun.name, error=str(exc))
                 break
             if length:
                 commit(length)
@@ -249,13 +211,13 @@ class Client:
             self.pause_tun()  # resumed by on_drained: backpressure instead of a growing queue
 
     def pause_tun(self) -> None:
-        if self.reading_tun and self.tun is not None:
-            self.loop.remove_reader(self.tun.fd)
+        if self.reading_tun and (tun := self.tunnel.tun) is not None:
+            self.loop.remove_reader(tun.fd)
         self.reading_tun = False
 
     def resume_tun(self) -> None:
-        if not self.reading_tun and self.tun is not None and self.link is not None:
-            self.loop.add_reader(self.tun.fd, self.on_tun_readable)
+        if not self.reading_tun and (tun := self.tunnel.tun) is not None and self.link is not None:
+            self.loop.add_reader(tun.fd, self.on_tun_readable)
             self.reading_tun = True
 
     def on_link_closed(self, link: Link) -> None:
@@ -263,24 +225,22 @@ class Client:
         self.counters.add(link.counters)
 
     # -- the reconnect loop --------------------------------------------------------------------
-    async def keepalive(self, link: Link, config: protocol.Config) -> None:
-        tick = min(1.0, config.keepalive / 2)
-        while not link.closed:
-            await asyncio.sleep(tick)
-            now = time.monotonic()
-            if now - link.last_rx > config.dead_peer:
-                link.close(f"dead peer: nothing from the gateway for {config.dead_peer:g} s")
-            elif now - link.last_tx > config.keepalive:
-                link.send_frame(protocol.KEEPALIVE_FRAME)
-
     async def session(self) -> None:
         self.state = "connecting"
         link = await self.connect()
+        config = link.configured.result()
         self.link = link
         self.state = "connected"
-        log.event("connected", server=f"{self.host}:{self.port}", address=str(self.applied.address))
+        log.event("connected", server=f"{self.host}:{self.port}", address=str(config.address))
         self.resume_tun()
-        timer = self.loop.create_task(self.keepalive(link, self.applied))
+        timer = self.loop.create_task(
+            keep_alive(
+                lambda: () if link.closed else (link,),
+                config.keepalive,
+                config.dead_peer,
+                f"nothing from the gateway for {config.dead_peer:g} s",
+            )
+        )
         try:
             await link.ended
         finally:
@@ -321,9 +281,9 @@ class Client:
             "role": "client",
             "server": f"{self.host}:{self.port}",
             "state": self.state,
-            "tun": self.tun.name if self.tun else "",
-            "address": str(self.applied.address) if self.applied else "",
-            "routes": [str(r) for r in self.applied.routes] if self.applied else [],
+            "tun": self.tunnel.tun.name if self.tunnel.tun else "",
+            "address": str(applied.address) if (applied := self.tunnel.applied) else "",
+            "routes": [str(r) for r in applied.routes] if applied else [],
             "connected_since": link.connected_at if link else None,
             "reconnects": self.reconnects,
             "last_error": self.last_error,
@@ -352,38 +312,12 @@ class Client:
             if self.link is not None:
                 self.link.close("client stopping", kind=MsgType.BYE)
             self.pause_tun()
-            await self.loop.run_in_executor(self.netlink, self.teardown)
+            await self.loop.run_in_executor(self.netlink, self.tunnel.teardown)
             self.netlink.shutdown()
             status.close()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self.loop.remove_signal_handler(sig)
             log.event("stopped")
-
-
-def _certificate_name(path: str) -> str:
-    """Our own CN, the name we introduce ourselves with in HELLO."""
-    from cryptography.x509.oid import NameOID
-
-    from vpn.pki import load_cert
-
-    names = load_cert(Path(path)).subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return str(names[0].value) if names else "client"
-
-
-def _read_password(config: ClientConfig) -> str:
-    if not config.user:
-        return ""
-    if config.password_file:
-        try:
-            with open(config.password_file) as fh:
-                return fh.readline().rstrip("\n")
-        except OSError as exc:
-            raise ConfigError(f"--password-file {config.password_file}: {exc.strerror}") from None
-    if not sys.stdin.isatty():
-        raise ConfigError(
-            "--user needs a password: run in a terminal to be asked, or pass --password-file FILE"
-        )
-    return getpass.getpass(f"password for {config.user}: ")
 
 
 async def serve(config: ClientConfig) -> int:

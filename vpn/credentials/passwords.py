@@ -16,7 +16,8 @@ import re
 import secrets
 from pathlib import Path
 
-from vpn.files import write_replace
+from vpn.credentials.files import write_replace
+from vpn.errors import AuthError
 
 SCRYPT_N = 2**14
 SCRYPT_R = 8
@@ -32,10 +33,6 @@ _MAX_N, _MAX_R, _MAX_P = 2**20, 32, 16
 _MAX_MEM = 256 * 1024 * 1024
 
 NAME_RE = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
-
-
-class AuthError(Exception):
-    """A password file or entry is unusable; the message says where and why."""
 
 
 def _b64(data: bytes) -> str:

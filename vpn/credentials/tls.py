@@ -1,7 +1,7 @@
 """TLS contexts for the gateway and its clients, and handshake failures explained in words.
 
 Both ends speak TLS 1.3 only and authenticate each other with certificates from one CA
-(see `vpn.pki`). The gateway can check a CRL. OpenSSL reports a refused handshake as a
+(see `vpn.credentials.pki`). The gateway can check a CRL. OpenSSL reports a refused handshake as a
 terse reason code, and which side sees which code is not obvious (in TLS 1.3 a client
 learns that the server rejected its certificate only on its first read); `explain`
 turns either side's exception into one line a person can act on.
@@ -15,11 +15,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from vpn.errors import TlsError
+
 ALPN = "vpnlab/1"
-
-
-class TlsError(Exception):
-    """A TLS context could not be built (a missing or broken file); the message says which."""
 
 
 # -- contexts --------------------------------------------------------------------------------
@@ -27,8 +25,9 @@ class TlsError(Exception):
 
 def _missing(path: Path, what: str) -> TlsError:
     return TlsError(
-        f"{what} {path}: no such file — make one with `vpn pki` "
-        "(e.g. `vpn pki lab DIR`, or `vpn pki init DIR` then `vpn pki issue DIR NAME --server`)"
+        f"{what} {path}: no such file",
+        advice="make one with `vpn pki` "
+        "(e.g. `vpn pki lab DIR`, or `vpn pki init DIR` then `vpn pki issue DIR NAME --server`)",
     )
 
 
@@ -41,8 +40,9 @@ def _readable(path: Path, what: str) -> Path:
         raise _missing(path, what) from None
     except PermissionError:
         raise TlsError(
-            f"{what} {path}: permission denied — run as a user that can read it "
-            "(private keys are mode 0600, readable by their owner only)"
+            f"{what} {path}: permission denied",
+            advice="run as a user that can read it "
+            "(private keys are mode 0600, readable by their owner only)",
         ) from None
     except IsADirectoryError:
         raise TlsError(f"{what} {path}: is a directory, expected a PEM file") from None

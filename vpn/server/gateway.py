@@ -1,0 +1,335 @@
+"""The gateway: accepts TLS clients, leases addresses, and moves packets between them and its TUN.
+
+One event loop. Control work (handshakes, HELLO, password checks, timers) runs as coroutines;
+packets move in reader callbacks on the raw TUN fd and on each session's socket, a batch per
+wake-up (`vpn.datapath`). A session that misbehaves is closed with a reason; the others never
+notice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import os
+import signal
+import socket
+import ssl
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from vpn import control, log, protocol
+from vpn.config import ServerConfig, parse_client_subnets, parse_endpoint, require_tls_files
+from vpn.credentials import tls
+from vpn.credentials.passwords import PasswordFile
+from vpn.datapath.counters import Counters
+from vpn.datapath.handshake import handshake, tune_socket
+from vpn.datapath.keepalive import keep_alive
+from vpn.datapath.router import Router
+from vpn.datapath.sessions import Forwarder, Session, SessionTable
+from vpn.datapath.switch import Switch
+from vpn.errors import ConfigError, PoolExhausted
+from vpn.iface.netconf import NetConf
+from vpn.iface.tun import Tun
+from vpn.pool import AddressPool
+from vpn.protocol import MsgType
+from vpn.server import host
+
+
+class Gateway:
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        require_tls_files(config, "server")
+        self.bind = parse_endpoint(config.listen, "--listen")
+        try:
+            self.pool = AddressPool(ipaddress.IPv4Network(config.pool))
+            self.pushed_routes = tuple(ipaddress.IPv4Network(r) for r in config.route)
+        except ValueError as exc:
+            raise ConfigError(f"--pool/--route: {exc}") from None
+        self.client_subnets = parse_client_subnets(config.client_subnet)
+        self.prefixlen = self.pool.network.prefixlen
+        self.tap = config.tap
+        if config.tap:
+            try:
+                network = ipaddress.IPv4Network(config.tap_network or config.pool)
+            except ValueError as exc:
+                raise ConfigError(f"--tap-network: {exc}") from None
+            if not self.pool.network.subnet_of(network):
+                raise ConfigError(f"--pool {config.pool} must lie inside --tap-network {network}")
+            self.prefixlen = network.prefixlen
+        self.passwords = PasswordFile.load(Path(config.passwords)) if config.passwords else None
+        self.context = self._tls_context()
+        self._crl_mtime = self._crl_stamp()
+        self.loop = asyncio.get_running_loop()
+        self.table = SessionTable()
+        self.handshaking = 0
+        self.counters = Counters()
+        self.started = time.time()
+        self.tun: Tun | None = None
+        self.forwarder: Forwarder | None = None  # once the device is open: Router or Switch
+        self.offset = 0
+        self.stopping = asyncio.Event()
+
+    def _tls_context(self) -> ssl.SSLContext:
+        c = self.config
+        return tls.server_context(
+            Path(c.cert), Path(c.key), Path(c.ca), Path(c.crl) if c.crl else None
+        )
+
+    def _crl_stamp(self) -> float:
+        return os.stat(self.config.crl).st_mtime if self.config.crl else 0.0
+
+    def _reload_crl(self) -> None:
+        """A revocation takes effect for the next connection, without a restart."""
+        if not self.config.crl:
+            return
+        stamp = self._crl_stamp()
+        if stamp != self._crl_mtime:
+            self.context = self._tls_context()
+            self._crl_mtime = stamp
+            log.event("crl_reloaded", crl=self.config.crl)
+
+    # -- admission -----------------------------------------------------------------------------
+    def on_accept(self, listener: socket.socket) -> None:
+        for _ in range(64):
+            try:
+                conn, addr = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.warn("accept_failed", error=str(exc))
+                return
+            conn.setblocking(False)
+            tune_socket(conn)
+            self.loop.create_task(self.handshake(conn, f"{addr[0]}:{addr[1]}"))
+
+    async def handshake(self, conn: socket.socket, peer: str) -> None:
+        timeout = self.config.handshake_timeout
+        self.handshaking += 1
+        try:
+            self._reload_crl()
+            sslsock = self.context.wrap_socket(
+                conn, server_side=True, do_handshake_on_connect=False
+            )
+        except (OSError, ssl.SSLError) as exc:
+            self.handshaking -= 1
+            log.warn("auth_failed", peer=peer, reason=str(exc))
+            conn.close()
+            return
+        try:
+            await asyncio.wait_for(handshake(self.loop, sslsock), timeout)
+            identity = tls.peer_identity(sslsock)
+        except TimeoutError:
+            log.warn(
+                "auth_failed", peer=peer, reason=f"TLS handshake not finished within {timeout:g} s"
+            )
+            sslsock.close()
+            return
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            log.warn("auth_failed", peer=peer, reason=tls.explain(exc, sslsock))
+            sslsock.close()
+            return
+        finally:
+            self.handshaking -= 1
+        assert self.forwarder is not None  # connections are accepted once the device is open
+        session = Session(
+            self.loop,
+            sslsock,
+            identity,
+            peer,
+            forwarder=self.forwarder,
+            offset=self.offset,
+            handshake_timeout=timeout,
+            on_hello=self.admit,
+            on_gone=self.forget,
+        )
+        if len(self.table) >= self.config.max_clients:
+            log.warn("refused", peer=peer, identity=identity, reason="server full")
+            session.close(
+                f"server full: {self.config.max_clients} clients connected (--max-clients)"
+            )
+            return
+        self.table.pending.add(session)
+
+    async def admit(self, session: Session, hello: protocol.Hello) -> None:
+        """HELLO arrived: check the password, lease an address, push the configuration."""
+        if self.passwords is not None:
+            if not hello.user:
+                return self._refuse(
+                    session, "this server requires a user name and password (--user)"
+                )
+            ok = await self.loop.run_in_executor(
+                None, self.passwords.check, hello.user, hello.password
+            )
+            if session.closed:
+                return
+            if not ok:
+                return self._refuse(session, f"wrong user name or password for user {hello.user!r}")
+            session.user = hello.user
+        if self.offset and protocol.FEATURE_OFFLOAD not in hello.features:
+            return self._refuse(
+                session,
+                "this gateway uses TUN offloads (virtio_net_hdr) and the client did not offer "
+                "them; run the server with --no-offload",
+            )
+        if self.tap and protocol.FEATURE_TAP not in hello.features:
+            return self._refuse(session, "this gateway runs in layer-2 (TAP) mode; the client "
+                                "does not support it")  # fmt: skip
+        previous = self.table.by_identity.get(session.identity)
+        if previous is not None:
+            previous.close(f"replaced by a new connection from {session.peer}", kind=MsgType.BYE)
+        requested = ipaddress.IPv4Address(hello.address) if hello.address else None
+        try:
+            address = self.pool.lease(session.identity, requested)
+        except PoolExhausted as exc:
+            session.close(str(exc))
+            return
+        session.address, session.address_packed = address, address.packed
+        session.subnets = tuple(self.client_subnets.get(session.identity, ()))
+        session.subnet_masks = tuple(
+            (int(n.network_address), int(n.netmask)) for n in session.subnets
+        )
+        self.table.add(session, address)
+        config = protocol.Config(
+            address=ipaddress.IPv4Interface(f"{address}/{self.prefixlen}"),
+            server_address=self.pool.server_address,
+            mtu=self.config.mtu,
+            routes=self.pushed_routes,
+            keepalive=self.config.keepalive,
+            dead_peer=self.config.dead_peer,
+            offload=bool(self.offset),
+            tap=self.tap,
+        )
+        session.phase = "data"
+        session.deadline.cancel()
+        session.send_frame(config.encode())
+        fields: dict[str, Any] = {"identity": session.identity, "address": str(address)}
+        fields["peer"] = session.peer
+        if session.user:
+            fields["user"] = session.user
+        if session.subnets:
+            fields["subnets"] = ",".join(map(str, session.subnets))
+        log.event("connect", **fields)
+
+    def _refuse(self, session: Session, reason: str) -> None:
+        log.warn("auth_failed", peer=session.peer, identity=session.identity, reason=reason)
+        session.close(f"authentication failed: {reason}", retry=False)
+
+    def forget(self, session: Session, reason: str) -> None:
+        if self.table.remove(session):
+            self.pool.release(session.identity)
+            session.forwarder.forget(session)
+        self.counters.add(session.counters)
+        if session.address is not None:
+            log.event(
+                "disconnect",
+                identity=session.identity,
+                address=str(session.address),
+                reason=reason,
+                **session.counters.as_dict(),
+            )
+        else:
+            log.warn(
+                "auth_failed" if session.phase != "data" else "disconnect",
+                peer=session.peer,
+                identity=session.identity,
+                reason=reason,
+            )
+
+    # -- status --------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        sessions = self.table.connected()
+        totals = self.counters.plus(*(s.counters for s in sessions))
+        return {
+            "role": "server",
+            "listen": self.config.listen,
+            "tun": self.tun.name if self.tun is not None else "",
+            "address": f"{self.pool.server_address}/{self.pool.network.prefixlen}",
+            "offload": bool(self.offset),
+            "mode": "tap" if self.tap else "tun",
+            "started": self.started,
+            "clients": [s.status() for s in sessions],
+            "handshaking": self.handshaking + len(self.table.pending),
+            "totals": totals.as_dict(),
+        }
+
+    # -- lifetime ------------------------------------------------------------------------------
+    def configure(self, net: NetConf) -> None:
+        """TUN device, its address, forwarding and client-subnet routes (in the netlink thread)."""
+        host.enable_forwarding(self.config, net)
+        self.tun, self.offset = host.open_device(self.config)
+        address = ipaddress.IPv4Interface(
+            f"{self.pool.server_address}/{self.pool.network.prefixlen}"
+        )
+        host.configure_device(self.config, net, self.tun, address, self.client_subnets)
+
+    def _forwarder(self, device: Tun) -> Forwarder:
+        if self.tap:
+            return Switch(device, self.table)
+        return Router(
+            device,
+            self.offset,
+            self.table,
+            self.counters,
+            client_to_client=self.config.client_to_client,
+        )
+
+    async def run(self) -> None:
+        config = self.config
+        # pyroute2 runs its own event loop per thread: all netlink work happens on one thread
+        # of its own, never on this loop's.
+        netlink = ThreadPoolExecutor(1, thread_name_prefix="netlink")
+        net: NetConf | None = None
+        try:
+            net = await self.loop.run_in_executor(netlink, NetConf)
+            await self.loop.run_in_executor(netlink, self.configure, net)
+            assert self.tun is not None
+            device = self.tun
+            self.forwarder = forwarder = self._forwarder(device)
+            with contextlib.ExitStack() as stack:
+                listener = stack.enter_context(host.listen(*self.bind))
+                status = await control.serve(config.control, self.status)
+                stack.callback(status.close)
+                self.loop.add_reader(device.fd, forwarder.from_device)
+                stack.callback(self.loop.remove_reader, device.fd)
+                self.loop.add_reader(listener.fileno(), self.on_accept, listener)
+                stack.callback(self.loop.remove_reader, listener.fileno())
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    self.loop.add_signal_handler(sig, self.stopping.set)
+                    stack.callback(self.loop.remove_signal_handler, sig)
+                timers = self.loop.create_task(
+                    keep_alive(
+                        self.table.connected,
+                        config.keepalive,
+                        config.dead_peer,
+                        f"nothing received for {config.dead_peer:g} s",
+                    )
+                )
+                stack.callback(timers.cancel)
+                log.event(
+                    "listening",
+                    listen=config.listen,
+                    tun=device.name,
+                    mode="tap" if self.tap else "tun",
+                    address="-" if self.tap else f"{self.pool.server_address}/{self.prefixlen}",
+                    pool=str(self.pool.network),
+                    routes=",".join(config.route) or "-",
+                    offload=bool(self.offset),
+                )
+                await self.stopping.wait()
+                for session in self.table.everyone():
+                    session.close("server shutting down", kind=MsgType.BYE)
+        finally:
+            if net is not None:
+                await self.loop.run_in_executor(netlink, net.close)
+            if self.tun is not None:
+                self.tun.close()
+            netlink.shutdown()
+            log.event("stopped")
+
+
+async def serve(config: ServerConfig) -> None:
+    gateway = Gateway(config)
+    await gateway.run()
