@@ -67,7 +67,8 @@ scenario-%: $(LAB_NEEDS)  # one scenario by name, e.g. make scenario-tun-io
 scenario-list: venv ## the scenarios, one line each
 	$(PY) -m scenarios list
 
-test: deps venv ## every test: unit, netns and Docker (images first when Docker answers)
+test: deps venv ## lint and types, then every test: unit, netns and Docker (images first)
+	@$(MAKE) lint
 	@if docker info >/dev/null 2>&1; then $(MAKE) images; \
 	else echo "test: no Docker engine answers: the Docker tests will skip"; fi
 	@rc=0; $(PY) -m pytest tests -q || rc=$$?; \
