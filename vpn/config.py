@@ -44,6 +44,15 @@ class ServerConfig(TlsFiles):
     dead_peer: float = opt(30.0, "seconds without anything from a client before it is dropped")
     handshake_timeout: float = opt(10.0, "seconds a new connection has to finish TLS and HELLO")
     max_clients: int = opt(256, "sessions allowed at once; more are refused with a reason")
+    max_pending: int = opt(
+        256, "connections not yet logged in allowed at once; more are closed at accept"
+    )
+    max_pending_per_source: int = opt(
+        16, "connections not yet logged in allowed from one address; more are closed at accept"
+    )
+    login_failures: int = opt(3, "failed logins per user or address before backing off")
+    login_backoff: float = opt(2.0, "seconds of the first backoff; doubles per further failure")
+    login_backoff_max: float = opt(60.0, "longest backoff in seconds after failed logins")
     client_to_client: bool = opt(False, "let clients reach each other through the server")
     passwords: str = opt(
         "", "password file (vpn passwd); when set, clients must log in", metavar="FILE"

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
+from vpn import wirejson
 from vpn.errors import ProtocolError
 
 VERSION = 1
@@ -136,13 +137,7 @@ def split_frames(buf: memoryview, start: int, end: int) -> tuple[list[Frame], in
 
 
 def _load(payload: bytes | memoryview, what: str) -> dict[str, Any]:
-    try:
-        message = json.loads(bytes(payload))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProtocolError(f"{what}: not a JSON object ({exc.__class__.__name__})") from None
-    if not isinstance(message, dict):
-        raise ProtocolError(f"{what}: not a JSON object")
-    return message
+    return wirejson.load_object(payload, what)
 
 
 def _string(message: dict[str, Any], key: str, what: str, *, required: bool = True) -> str:

@@ -36,6 +36,8 @@ from vpn.iface.tun import Tun
 from vpn.pool import AddressPool
 from vpn.protocol import MsgType
 from vpn.server import host
+from vpn.server.acceptor import Acceptor
+from vpn.server.admission import AdmissionCounters, Ticket, limits_from, throttled_reason
 
 
 class Gateway:
@@ -66,6 +68,9 @@ class Gateway:
         self.table = SessionTable()
         self.handshaking = 0
         self.counters = Counters()
+        self.admission = AdmissionCounters()
+        self.limits, self.throttle = limits_from(config, self.admission)
+        self.tickets: dict[Session, Ticket] = {}  # logging in: released once in or gone
         self.started = time.time()
         self.tun: Tun | None = None
         self.forwarder: Forwarder | None = None  # once the device is open: Router or Switch
@@ -92,20 +97,24 @@ class Gateway:
             log.event("crl_reloaded", crl=self.config.crl)
 
     # -- admission -----------------------------------------------------------------------------
-    def on_accept(self, listener: socket.socket) -> None:
-        for _ in range(64):
-            try:
-                conn, addr = listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                log.warn("accept_failed", error=str(exc))
-                return
-            conn.setblocking(False)
-            tune_socket(conn)
-            self.loop.create_task(self.handshake(conn, f"{addr[0]}:{addr[1]}"))
+    def on_accept(self, conn: socket.socket, peer: str, ticket: Ticket) -> None:
+        """A connection within the pending caps (`Acceptor`); `ticket` is released when it
+        has logged in or is gone."""
+        conn.setblocking(False)
+        tune_socket(conn)
+        self.loop.create_task(self._login(conn, peer, ticket))
 
-    async def handshake(self, conn: socket.socket, peer: str) -> None:
+    async def _login(self, conn: socket.socket, peer: str, ticket: Ticket) -> None:
+        session = None
+        try:
+            session = await self.handshake(conn, peer)
+        finally:
+            if session is None or session.closed:
+                ticket.release()
+            else:
+                self.tickets[session] = ticket
+
+    async def handshake(self, conn: socket.socket, peer: str) -> Session | None:
         timeout = self.config.handshake_timeout
         self.handshaking += 1
         try:
@@ -117,7 +126,7 @@ class Gateway:
             self.handshaking -= 1
             log.warn("auth_failed", peer=peer, reason=str(exc))
             conn.close()
-            return
+            return None
         try:
             await asyncio.wait_for(handshake(self.loop, sslsock), timeout)
             identity = tls.peer_identity(sslsock)
@@ -126,11 +135,11 @@ class Gateway:
                 "auth_failed", peer=peer, reason=f"TLS handshake not finished within {timeout:g} s"
             )
             sslsock.close()
-            return
+            return None
         except (OSError, ssl.SSLError, ValueError) as exc:
             log.warn("auth_failed", peer=peer, reason=tls.explain(exc, sslsock))
             sslsock.close()
-            return
+            return None
         finally:
             self.handshaking -= 1
         assert self.forwarder is not None  # connections are accepted once the device is open
@@ -150,8 +159,9 @@ class Gateway:
             session.close(
                 f"server full: {self.config.max_clients} clients connected (--max-clients)"
             )
-            return
+            return None
         self.table.pending.add(session)
+        return session
 
     async def admit(self, session: Session, hello: protocol.Hello) -> None:
         """HELLO arrived: check the password, lease an address, push the configuration."""
@@ -160,13 +170,19 @@ class Gateway:
                 return self._refuse(
                     session, "this server requires a user name and password (--user)"
                 )
+            source = session.peer.rpartition(":")[0]
+            if wait := self.throttle.wait(hello.user, source):
+                return self._throttled(session, hello.user, source, wait)
             ok = await self.loop.run_in_executor(
                 None, self.passwords.check, hello.user, hello.password
             )
             if session.closed:
                 return
             if not ok:
+                self.throttle.failed(hello.user, source)
+                self.admission.auth_refused += 1
                 return self._refuse(session, f"wrong user name or password for user {hello.user!r}")
+            self.throttle.succeeded(hello.user)
             session.user = hello.user
         if self.offset and protocol.FEATURE_OFFLOAD not in hello.features:
             return self._refuse(
@@ -192,6 +208,7 @@ class Gateway:
             (int(n.network_address), int(n.netmask)) for n in session.subnets
         )
         self.table.add(session, address)
+        self._logged_in(session)
         config = protocol.Config(
             address=ipaddress.IPv4Interface(f"{address}/{self.prefixlen}"),
             server_address=self.pool.server_address,
@@ -217,7 +234,21 @@ class Gateway:
         log.warn("auth_failed", peer=session.peer, identity=session.identity, reason=reason)
         session.close(f"authentication failed: {reason}", retry=False)
 
+    def _throttled(self, session: Session, user: str, source: str, wait: float) -> None:
+        """Refused before scrypt runs. retry=True: the client keeps its own reconnect backoff,
+        and a right password gets in once the wait is over."""
+        self.admission.auth_throttled += 1
+        reason = throttled_reason(user, source, wait)
+        log.warn("auth_throttled", peer=session.peer, identity=session.identity, reason=reason)
+        session.close(f"authentication failed: {reason}", retry=True)
+
+    def _logged_in(self, session: Session) -> None:
+        ticket = self.tickets.pop(session, None)
+        if ticket is not None:
+            ticket.release()
+
     def forget(self, session: Session, reason: str) -> None:
+        self._logged_in(session)  # or gone: either way no longer pending
         if self.table.remove(session):
             self.pool.release(session.identity)
             session.forwarder.forget(session)
@@ -253,6 +284,7 @@ class Gateway:
             "clients": [s.status() for s in sessions],
             "handshaking": self.handshaking + len(self.table.pending),
             "totals": totals.as_dict(),
+            "admission": {"pending": self.limits.total, **self.admission.as_dict()},
         }
 
     # -- lifetime ------------------------------------------------------------------------------
@@ -294,8 +326,9 @@ class Gateway:
                 stack.callback(status.close)
                 self.loop.add_reader(device.fd, forwarder.from_device)
                 stack.callback(self.loop.remove_reader, device.fd)
-                self.loop.add_reader(listener.fileno(), self.on_accept, listener)
-                stack.callback(self.loop.remove_reader, listener.fileno())
+                acceptor = Acceptor(self.loop, listener, self.limits, self.on_accept)
+                acceptor.start()
+                stack.callback(acceptor.stop)
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     self.loop.add_signal_handler(sig, self.stopping.set)
                     stack.callback(self.loop.remove_signal_handler, sig)

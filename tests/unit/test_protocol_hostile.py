@@ -1,0 +1,63 @@
+"""Hostile control messages: whatever the bytes, decoding ends in a ProtocolError with a
+reason (the session's ERROR frame), never another exception."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from vpn import protocol, wirejson
+from vpn.errors import ProtocolError
+
+HOSTILE = [
+    (b"[" * 10_000, "nested deeper"),
+    (b'{"a":' * 10_000 + b"1" + b"}" * 10_000, "nested deeper"),
+    (b'{"version":' + b"1" * 5000 + b"}", "number too long"),
+    (b'{"version":1,"name":"x","n":' + b"9" * 5000 + b"}", "number too long"),
+    (b'{"version":1,"name":"\xff\xfe"}', "not UTF-8"),
+    (b"\xc3\x28", "not UTF-8"),
+    (b"[1, 2]", "not a JSON object"),
+    (b'"hello"', "not a JSON object"),
+    (b"", "not a JSON object"),
+    (b'{"version": NaN, "name": "x"}', "NaN"),
+    (b'{"version": -Infinity, "name": "x"}', "Infinity"),
+    (b'{"version": 1e999, "name": "x"}', "out of range"),
+    (b'{"version": 1, "version": 1, "name": "x"}', "twice"),
+    (b'{"version": 1, "name": "x"', "not a JSON object"),
+]
+
+
+@pytest.mark.parametrize(("payload", "reason"), HOSTILE, ids=lambda v: repr(v)[:30])
+def test_hostile_hello_is_a_protocol_error_with_a_reason(payload: bytes, reason: str) -> None:
+    with pytest.raises(ProtocolError, match=r"^HELLO: ") as info:
+        protocol.decode_hello(payload)
+    assert reason in str(info.value)
+
+
+@pytest.mark.parametrize(("payload", "reason"), HOSTILE[:4], ids=lambda v: repr(v)[:30])
+def test_hostile_config_and_error_frames_too(payload: bytes, reason: str) -> None:
+    with pytest.raises(ProtocolError, match=reason):
+        protocol.decode_config(payload)
+    with pytest.raises(ProtocolError, match=reason):
+        protocol.decode_reason(payload)
+
+
+def test_brackets_inside_strings_do_not_count_as_depth() -> None:
+    hello = protocol.Hello(version=1, name="[[[[{{{{", user="a", password='\\"[[[[[[[[[[[[[[[[')
+    decoded = protocol.decode_hello(hello.encode()[protocol.HEADER_LEN :])
+    assert decoded.password == hello.password and decoded.name == hello.name
+
+
+def test_a_real_hello_nests_well_within_the_limit() -> None:
+    hello = protocol.Hello(version=1, name="c", features=frozenset({"offload", "tap"}))
+    assert protocol.decode_hello(hello.encode()[protocol.HEADER_LEN :]).features == hello.features
+
+
+def test_the_depth_check_is_linear_and_cheap() -> None:
+    payload = b"[" * protocol.MAX_CONTROL
+    began = time.perf_counter()
+    for _ in range(100):
+        with pytest.raises(ProtocolError):
+            wirejson.load_object(payload, "HELLO")
+    assert time.perf_counter() - began < 1.0  # 100 maximal frames: well under 10 ms each
