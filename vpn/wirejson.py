@@ -69,7 +69,9 @@ def load_object(payload: bytes | memoryview, what: str) -> dict[str, Any]:
         raise ProtocolError(f"{what}: not a JSON object ({exc})") from None
     except json.JSONDecodeError:
         raise ProtocolError(f"{what}: not a JSON object (JSONDecodeError)") from None
-    except (ValueError, RecursionError):  # an integer of more than 4300 digits, say
+    except RecursionError:  # the depth scan above should make this unreachable
+        raise ProtocolError(f"{what}: not a JSON object (nested too deep)") from None
+    except ValueError:  # an integer of more than 4300 digits, say
         raise ProtocolError(f"{what}: not a JSON object (a number too long)") from None
     if not isinstance(message, dict):
         raise ProtocolError(f"{what}: not a JSON object")

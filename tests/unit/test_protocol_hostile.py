@@ -3,7 +3,8 @@ reason (the session's ERROR frame), never another exception."""
 
 from __future__ import annotations
 
-import time
+import sys
+import threading
 
 import pytest
 
@@ -54,10 +55,27 @@ def test_a_real_hello_nests_well_within_the_limit() -> None:
     assert protocol.decode_hello(hello.encode()[protocol.HEADER_LEN :]).features == hello.features
 
 
-def test_the_depth_check_is_linear_and_cheap() -> None:
-    payload = b"[" * protocol.MAX_CONTROL
-    began = time.perf_counter()
-    for _ in range(100):
-        with pytest.raises(ProtocolError):
+def test_the_depth_check_runs_before_json_recurses() -> None:
+    """With a recursion limit far below the nesting, json itself would raise RecursionError;
+    the linear pre-check must refuse the payload first (on a fresh thread: a shallow stack)."""
+    depth = protocol.MAX_CONTROL // 2 - 8
+    payload = b"[" * depth + b"]" * depth
+    outcome: dict[str, BaseException] = {}
+
+    def decode() -> None:
+        try:
             wirejson.load_object(payload, "HELLO")
-    assert time.perf_counter() - began < 1.0  # 100 maximal frames: well under 10 ms each
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    previous = sys.getrecursionlimit()
+    sys.setrecursionlimit(400)
+    try:
+        thread = threading.Thread(target=decode)
+        thread.start()
+        thread.join()
+    finally:
+        sys.setrecursionlimit(previous)
+    error = outcome.get("error")
+    assert isinstance(error, ProtocolError), outcome
+    assert "nested deeper than" in str(error)  # refused by the scan, not by json's recursion
