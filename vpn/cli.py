@@ -14,7 +14,8 @@ from vpn.errors import VpnError
 
 DESCRIPTION = """\
 A TLS 1.3 VPN over TUN. The gateway runs `vpn server`, each client `vpn client`;
-`vpn status` asks a running one how it is doing; `vpn pki` and `vpn passwd` make credentials."""
+`vpn status` asks a running one how it is doing, `vpn kill` ends a session;
+`vpn pki` and `vpn passwd` make credentials."""
 
 
 def _run_server(args: argparse.Namespace) -> int:
@@ -126,6 +127,13 @@ def _run_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_kill(args: argparse.Namespace) -> int:
+    """End one client's session on the running server (the client is told not to retry)."""
+    answer = control.request(args.control, {"cmd": "kill", "identity": args.identity})
+    print(f"ended the session of {answer['killed']} ({answer['address'] or '-'}, {answer['peer']})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from vpn import cli_pki
 
@@ -148,6 +156,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     status.set_defaults(func=_run_status)
+
+    kill = verbs.add_parser(
+        "kill",
+        help="end one client's session on the running server",
+        description="End the session of identity NAME (the client is told not to reconnect; "
+        "revoke its certificate to keep it out for good).",
+    )
+    kill.add_argument("identity", metavar="NAME", help="the client's identity (certificate CN)")
+    kill.add_argument(
+        "--control", default="@vpnlab-server", help="control socket (default: %(default)s)"
+    )
+    kill.set_defaults(func=_run_kill)
 
     cli_pki.add_pki_parser(verbs)
     cli_pki.add_passwd_parser(verbs)

@@ -58,12 +58,16 @@ def _pki_issue(args: argparse.Namespace) -> int:
         args.dir, args.name, kind, sans=args.san, days=args.days, force=args.force
     )
     print(f"{kind} certificate {args.name!r}: {cert} (key {key})")
+    if args.force:
+        print(f"any earlier certificate {args.name!r} is revoked: the CRL lists it")
     return 0
 
 
 def _pki_revoke(args: argparse.Namespace) -> int:
     crl = pki.revoke(args.dir, args.name)
-    print(f"revoked {args.name!r}; CRL rewritten: {crl} (restart servers that use it)")
+    print(
+        f"revoked {args.name!r}; CRL rewritten: {crl} (running servers reload it within a second)"
+    )
     return 0
 
 
@@ -140,7 +144,9 @@ def add_pki_parser(
     )
     p.add_argument("--days", type=int, default=825, help="validity in days (default: %(default)s)")
     p.add_argument(
-        "--force", action="store_true", help="replace existing NAME files (default: refuse)"
+        "--force",
+        action="store_true",
+        help="replace existing NAME files and revoke the certificate they held (default: refuse)",
     )
 
     p = verb("revoke", "revoke certificate NAME and rewrite the CRL", _pki_revoke)

@@ -94,3 +94,10 @@ class Refused(LinkError):
 
 class Disconnected(LinkError):
     """The session ended; the reason is the message."""
+
+
+# -- the local control socket ------------------------------------------------------------------
+
+
+class ControlError(VpnError):
+    """The control socket cannot be bound, is refused to us, or belongs to someone untrusted."""

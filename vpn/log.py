@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from typing import Any
@@ -10,10 +11,25 @@ from typing import Any
 _logger = logging.getLogger("vpn")
 
 
+# Characters a peer could use to forge or hide log lines: C0 controls (\r, \n, ESC for terminal
+# escapes, NUL), DEL, C1 controls, the Unicode line and paragraph separators and the bidi
+# overrides (which reorder what a reader sees). Each becomes a
+# visible \xNN / \uNNNN escape, so one event stays one line and nothing a client names (its CN,
+# a reason it sends) can move a terminal's cursor or start a line of its own.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_NEEDS_QUOTES = re.compile('[ ="\\\\]')
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
 def _quote(value: Any) -> str:
     text = str(value)
-    if text == "" or any(c in text for c in ' ="\n'):
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ") + '"'
+    if text == "" or _NEEDS_QUOTES.search(text) or _UNSAFE.search(text):
+        text = text.replace("\\", "\\\\").replace('"', '\\"')
+        return '"' + _UNSAFE.sub(_escape, text) + '"'
     return text
 
 

@@ -291,7 +291,7 @@ class Client:
         }
 
     async def run(self) -> int:
-        status = await control.serve(self.config.control, self.status)
+        status = await control.serve(self.config.control, self.status, role="client")
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.stopping.set)
         work = self.loop.create_task(self.reconnect_forever())

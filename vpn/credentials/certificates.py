@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from vpn.credentials.crl import write_crl_locked
 from vpn.credentials.directory import (
     CLOCK_SKEW,
     Kind,
@@ -146,6 +147,7 @@ def issue(
         index = read_index(directory)
         write_new(key_path, key_pem(key), 0o600, force)
         write_new(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644, force)
+        superseded = _revoke_superseded(index, name)
         index["certs"].append(
             {
                 "name": name,
@@ -158,7 +160,26 @@ def issue(
             }
         )
         write_index(directory, index)
+        if superseded:
+            write_crl_locked(directory, 30)
     return cert_path, key_path
+
+
+def _revoke_superseded(index: dict[str, Any], name: str) -> int:
+    """Mark every live certificate already issued under `name` revoked; return how many.
+
+    Re-issuing (`issue --force`) replaces NAME.crt on disk, but a copy of the old certificate
+    and key may live on: a stolen laptop is the usual reason to re-issue. Left valid, it would
+    still log in as the same identity, so it is revoked here and the CRL is rewritten.
+    """
+    stamp = utc_now().isoformat(timespec="seconds")
+    count = 0
+    for entry in index["certs"]:
+        if entry.get("name") == name and not entry.get("revoked"):
+            entry["revoked"] = True
+            entry["revoked_at"] = stamp
+            count += 1
+    return count
 
 
 def list_certs(directory: Path) -> list[dict[str, Any]]:

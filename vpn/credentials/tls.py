@@ -15,6 +15,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
 from vpn.errors import TlsError
 
 ALPN = "vpnlab/1"
@@ -137,6 +140,20 @@ def peer_identity(sock: ssl.SSLSocket | ssl.SSLObject) -> str:
     if not name:
         raise TlsError("the peer's certificate has no common name")
     return name
+
+
+def peer_certificate(sock: ssl.SSLSocket) -> tuple[int, str]:
+    """(serial number, SHA-256 fingerprint in hex) of the peer's verified certificate.
+
+    The CN names an identity, but any number of certificates can carry one CN; the gateway
+    binds each session to the one certificate it logged in with, so that revoking or
+    replacing that certificate can end exactly that session.
+    """
+    der = sock.getpeercert(binary_form=True)
+    if not der:
+        raise TlsError("the peer sent no certificate (or the handshake is not complete)")
+    cert = x509.load_der_x509_certificate(der)
+    return cert.serial_number, cert.fingerprint(hashes.SHA256()).hex()
 
 
 # -- explaining failures ---------------------------------------------------------------------

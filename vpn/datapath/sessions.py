@@ -62,6 +62,10 @@ class Session(Channel):
         self.subnet_masks: tuple[tuple[int, int], ...] = ()
         self.dirty = False
         self.user = ""
+        # The certificate this session logged in with: its identity is bound to it (a second
+        # certificate for the same CN does not take the session over; revoking it ends it).
+        self.serial = 0
+        self.fingerprint = ""
         self.mac: bytes | None = None  # layer-2 mode: the one source MAC it may use
         self._last_drop_log = 0.0
         self.offset = offset
@@ -116,6 +120,8 @@ class Session(Channel):
             "address": str(self.address) if self.address else "",
             "subnets": [str(s) for s in self.subnets],
             "peer": self.peer,
+            "serial": format(self.serial, "x"),
+            "fingerprint": self.fingerprint,
             "phase": self.phase,
             "connected_since": self.connected_at,
             **self.counters.as_dict(),

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
-import os
 import signal
 import socket
 import ssl
@@ -35,9 +35,10 @@ from vpn.iface.netconf import NetConf
 from vpn.iface.tun import Tun
 from vpn.pool import AddressPool
 from vpn.protocol import MsgType
-from vpn.server import host
+from vpn.server import host, identity
 from vpn.server.acceptor import Acceptor
 from vpn.server.admission import AdmissionCounters, Ticket, limits_from, throttled_reason
+from vpn.server.revocation import CRL_POLL, CrlWatcher, every
 
 
 class Gateway:
@@ -62,8 +63,10 @@ class Gateway:
                 raise ConfigError(f"--pool {config.pool} must lie inside --tap-network {network}")
             self.prefixlen = network.prefixlen
         self.passwords = PasswordFile.load(Path(config.passwords)) if config.passwords else None
-        self.context = self._tls_context()
-        self._crl_mtime = self._crl_stamp()
+        self.crl = CrlWatcher(
+            Path(config.crl) if config.crl else None, Path(config.ca), self._tls_context
+        )
+        self.context = self.crl.context
         self.loop = asyncio.get_running_loop()
         self.table = SessionTable()
         self.handshaking = 0
@@ -83,18 +86,13 @@ class Gateway:
             Path(c.cert), Path(c.key), Path(c.ca), Path(c.crl) if c.crl else None
         )
 
-    def _crl_stamp(self) -> float:
-        return os.stat(self.config.crl).st_mtime if self.config.crl else 0.0
-
-    def _reload_crl(self) -> None:
-        """A revocation takes effect for the next connection, without a restart."""
-        if not self.config.crl:
-            return
-        stamp = self._crl_stamp()
-        if stamp != self._crl_mtime:
-            self.context = self._tls_context()
-            self._crl_mtime = stamp
-            log.event("crl_reloaded", crl=self.config.crl)
+    def _reload_crl(self, force: bool = False) -> None:
+        """A revocation takes effect without a restart: for the next connection, and for the
+        live sessions of the revoked certificates, which end. Never raises (a broken CRL
+        leaves the previous one in force)."""
+        if self.crl.poll(force):
+            self.context = self.crl.context
+            identity.end_revoked(self.table.everyone(), self.crl.revoked)
 
     # -- admission -----------------------------------------------------------------------------
     def on_accept(self, conn: socket.socket, peer: str, ticket: Ticket) -> None:
@@ -193,9 +191,11 @@ class Gateway:
         if self.tap and protocol.FEATURE_TAP not in hello.features:
             return self._refuse(session, "this gateway runs in layer-2 (TAP) mode; the client "
                                 "does not support it")  # fmt: skip
-        previous = self.table.by_identity.get(session.identity)
-        if previous is not None:
-            previous.close(f"replaced by a new connection from {session.peer}", kind=MsgType.BYE)
+        if session.closed:
+            return
+        refusal = identity.bind(self.table, session, self.crl.revoked)
+        if refusal is not None:
+            return self._refuse(session, refusal)
         requested = ipaddress.IPv4Address(hello.address) if hello.address else None
         try:
             address = self.pool.lease(session.identity, requested)
@@ -322,7 +322,8 @@ class Gateway:
             self.forwarder = forwarder = self._forwarder(device)
             with contextlib.ExitStack() as stack:
                 listener = stack.enter_context(host.listen(*self.bind))
-                status = await control.serve(config.control, self.status)
+                kill = functools.partial(identity.kill, self.table)
+                status = await control.serve(config.control, self.status, {"kill": kill})
                 stack.callback(status.close)
                 self.loop.add_reader(device.fd, forwarder.from_device)
                 stack.callback(self.loop.remove_reader, device.fd)
@@ -332,6 +333,10 @@ class Gateway:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     self.loop.add_signal_handler(sig, self.stopping.set)
                     stack.callback(self.loop.remove_signal_handler, sig)
+                self.loop.add_signal_handler(signal.SIGHUP, self._reload_crl, True)
+                stack.callback(self.loop.remove_signal_handler, signal.SIGHUP)
+                watch = self.loop.create_task(every(CRL_POLL, self._reload_crl))
+                stack.callback(watch.cancel)
                 timers = self.loop.create_task(
                     keep_alive(
                         self.table.connected,
