@@ -23,7 +23,7 @@ VERB_MODULES = (lifecycle, inspect, nodes, capture, network, graph, check, scena
 EXAMPLES = """examples:
   vpnlab up --backend netns --vpn --wait     # a lab, its tunnels up
   vpnlab inspect --json                      # nodes, addresses, tunnel state
-  vpnlab exec client -- ping -c 2 192.168.60.5
+  vpnlab exec client -- ip route
   vpnlab capture internet -w - | tcpdump -n -r -
   vpnlab impair client:internet --rate 10mbit --loss 2%
   vpnlab check checks/through-tunnel.yml
