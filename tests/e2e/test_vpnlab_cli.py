@@ -227,9 +227,23 @@ def test_link_down_up_and_flap(lab: Lab) -> None:
     finally:
         lab.ok("link", "host1:lan", "up")
     assert _pings(lab, "host1", host2)
-    flap = lab.ok("link", "host1:lan", "flap", "--period", "0.4s", "--count", "2")
-    assert flap.stderr.count(" down (") == 2 and flap.stderr.count(" up (") == 2, flap.stderr
-    assert _pings(lab, "host1", host2)
+    flap = subprocess.Popen(
+        [VPNLAB, "link", "host1:lan", "flap", "--period", "3s", "--count", "2"],
+        env=lab.env, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert flap.stderr is not None
+    seen = []
+    try:
+        for line in flap.stderr:
+            if " down (" in line:
+                seen.append(("down", _pings(lab, "host1", host2)))
+            elif " up (" in line:
+                time.sleep(0.3)
+                seen.append(("up", _pings(lab, "host1", host2)))
+    finally:
+        flap.wait(30)
+    assert flap.returncode == 0
+    assert seen == [("down", False), ("up", True)] * 2, seen
 
 
 def test_check_counts_failures_in_its_exit_status(lab: Lab, tmp_path: Path) -> None:
@@ -274,7 +288,9 @@ def test_scenario_run_writes_json_and_junit(lab: Lab, tmp_path: Path) -> None:
     assert {"basic", "impairment"} <= {s["name"] for s in listed}
 
 
-def test_up_with_vpn_waits_for_tunnels_then_the_tunnel_checks_pass(lab: Lab) -> None:
+def test_up_with_vpn_waits_for_tunnels_then_the_tunnel_checks_pass(
+    lab: Lab, tmp_path: Path
+) -> None:
     lab.run("down")
     up = lab.run("up", "--backend", lab.backend, "--vpn", "--wait", "60", timeout=300)
     assert up.returncode == 0, up.stderr
@@ -285,6 +301,11 @@ def test_up_with_vpn_waits_for_tunnels_then_the_tunnel_checks_pass(lab: Lab) -> 
     through = lab.run("check", str(REPO_ROOT / "checks" / "through-tunnel.yml"))
     assert through.returncode == 0, through.stdout
     assert lab.run("check", str(REPO_ROOT / "checks" / "before-tunnel.yml")).returncode >= 2
+    wrong_device = tmp_path / "wrong-device.yml"
+    wrong_device.write_text(
+        "checks:\n  - client -> host1: reachable via eth0\n  - client -> host1: route via eth0\n"
+    )
+    assert lab.run("check", str(wrong_device)).returncode == 2
     lab.ok("down")
     assert "no lab is up" in lab.run("inspect").stderr
     assert shutil.which(VPNLAB)
