@@ -264,6 +264,21 @@ def test_check_counts_failures_in_its_exit_status(lab: Lab, tmp_path: Path) -> N
     assert report["failed"] == 2
 
 
+def test_graph_and_completion_name_what_inspect_finds(lab: Lab) -> None:
+    running = json.loads(lab.ok("inspect", "--json").stdout)
+    mermaid = lab.ok("graph", "--format", "mermaid", "--with", ",".join(EXTRA)).stdout
+    dot = lab.ok("graph", "--format", "dot", "--with", ",".join(EXTRA)).stdout
+    for node in running["nodes"]:
+        name = node["name"]
+        for interface in node["interfaces"]:
+            network, address = interface["network"], interface["address"]
+            assert f"node_{name} ---|{address}| net_{network}" in mermaid
+            assert f'node_{name} -- net_{network} [label="{address}"]' in dot
+    names = lab.ok("_names").stdout.split()
+    assert {n["name"] for n in running["nodes"]} <= set(names)
+    assert "client:internet" in names
+
+
 def test_scenario_run_writes_json_and_junit(lab: Lab, tmp_path: Path) -> None:
     lab.ok("down")  # one Docker lab at a time: the scenario brings up its own
     junit = tmp_path / "junit.xml"
