@@ -5,7 +5,10 @@ graph, check, scenario, completion. `python -m lab` is the same command.
 
 `up` leaves the lab running and writes .cache/lab/current.json (or $VPNLAB_STATE_DIR) so that
 later commands — in other processes — find it. Data goes to stdout, progress and logs to
-stderr. Each verb lives in its own module here; this one assembles the parser.
+stderr. vpnlab's own errors (no lab up, no such node, a refused impairment) exit with status
+125, as `docker run` does, so that a status passed through from a node's command (`exec`) or
+a count of failed checks (`check`) is never mistaken for one. Each verb lives in its own module
+here; this one assembles the parser.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections.abc import Sequence
 from lab.cli import capture, check, completion, graph, inspect, lifecycle, network, nodes, scenario
 from lab.model import LabError
 
+ERROR_STATUS = 125
 VERB_MODULES = (lifecycle, inspect, nodes, capture, network, graph, check, scenario, completion)
 
 EXAMPLES = """examples:
@@ -51,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (LabError, KeyError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"error: {message}", file=sys.stderr)
-        return 1
+        return ERROR_STATUS
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

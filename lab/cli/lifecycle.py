@@ -1,7 +1,7 @@
 """`vpnlab up` and `vpnlab down`: a lab that stays up between commands, and is ready when `up`
 returns — every node's healthcheck holds, declared impairments are applied, and where the VPN
-is started (`--vpn`, or the label `vpnlab.vpn.start: "true"` on the gateway) the server listens
-and every client's tunnel is up."""
+is started (`--vpn`, or the label `vpnlab.vpn.start: "true"` on a node, as in
+compose/vpn-up.yml) the server listens and every client's tunnel is up."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from lab import impair
 from lab.backends.base import Backend
 from lab.backends.registry import BACKENDS
 from lab.cli.common import Progress, examples, rel
-from lab.model import LabError
+from lab.model import LabError, Topology
 from lab.model.records import all_records, current_record, forget, make_current, state_dir
 from lab.run import backend_from, new_lab
 
@@ -84,9 +84,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     try:
         backend.up()
         apply_declared_impairments(backend, progress)
-        start_vpn = args.vpn or any(
-            n.labels.get(START_LABEL) == "true" for n in topology.nodes.values()
-        )
+        start_vpn = args.vpn or starts_vpn(topology)
         deadline = time.monotonic() + (args.wait if args.wait is not None else DEFAULT_WAIT)
         if args.wait is not None or start_vpn:
             wait_ready(backend, progress, deadline, start_vpn=start_vpn)
@@ -96,6 +94,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         raise
     progress(f"lab up in {progress.elapsed():.1f} s — `vpnlab inspect`, `vpnlab down`")
     return 0
+
+
+def starts_vpn(topology: Topology) -> bool:
+    """Whether the compose files ask for the VPN at `up` (a node labelled vpnlab.vpn.start)."""
+    return any(n.labels.get(START_LABEL) == "true" for n in topology.nodes.values())
 
 
 def apply_declared_impairments(backend: Backend, progress: Callable[[str], None]) -> None:

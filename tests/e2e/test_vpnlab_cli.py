@@ -139,7 +139,8 @@ def test_inspect_json_follows_the_schema_and_the_topology(lab: Lab) -> None:
 def test_exec_passes_output_and_exit_status_through(lab: Lab) -> None:
     done = lab.run("exec", "client", "--", "sh", "-c", "echo out; echo err >&2; exit 7")
     assert (done.returncode, done.stdout, done.stderr) == (7, "out\n", "err\n")
-    assert lab.run("exec", "nosuchnode", "--", "true").returncode == 1
+    missing = lab.run("exec", "nosuchnode", "--", "true")
+    assert missing.returncode == 125 and "nosuchnode" in missing.stderr, missing.stderr
 
 
 def test_shell_runs_on_the_node(lab: Lab) -> None:
@@ -204,7 +205,7 @@ def test_impair_rate_loss_clear_and_netem_refused_by_name(lab: Lab) -> None:
     if has_netem:
         assert refused.returncode == 0, refused.stderr
     else:
-        assert refused.returncode == 1 and "sch_netem" in refused.stderr, refused.stderr
+        assert refused.returncode == 125 and "sch_netem" in refused.stderr, refused.stderr
         assert (
             "rate 5Mbit"
             in lab.ok("exec", "host1", "--", "tc", "qdisc", "show", "dev", ifname).stdout

@@ -17,6 +17,7 @@ import pytest
 from lab import checks, impair
 from lab.cli import parser
 from lab.cli.capture import follow
+from lab.cli.lifecycle import starts_vpn
 from lab.graph import to_dot, to_mermaid
 from lab.model import LabError, Topology
 from lab.model.compose import default_files, load
@@ -64,6 +65,11 @@ def test_an_impairment_on_a_network_the_node_lacks_is_an_error() -> None:
     lab.nodes["client"].labels["vpnlab.impair.lan"] = "rate=1mbit"
     with pytest.raises(LabError, match="not on network 'lan'"):
         impair.declared(lab)
+
+
+def test_the_compose_files_can_ask_for_the_vpn_at_up() -> None:
+    assert not starts_vpn(topology())
+    assert starts_vpn(topology("vpn-up"))
 
 
 # -- check files -----------------------------------------------------------------------------
