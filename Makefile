@@ -64,7 +64,7 @@ scenario-basic: $(LAB_NEEDS) ## the basic scenario: reachability before and thro
 	$(VPNLAB) scenario run basic --backend $(BACKEND) $(SCENARIO_ARGS)
 
 scenarios: deps-docker venv images ## every scenario on both backends + a summary; one: make scenario-NAME
-	$(PY) -m scenarios all $(addprefix --backend ,$(BACKENDS)) $(SCENARIO_ARGS)
+	$(VPNLAB) scenario run all $(addprefix --backend ,$(BACKENDS)) $(SCENARIO_ARGS)
 
 scenario-%: $(LAB_NEEDS)  # one scenario by name, e.g. make scenario-tun-io
 	$(VPNLAB) scenario run $* --backend $(BACKEND) $(SCENARIO_ARGS)

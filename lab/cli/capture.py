@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from lab.cli.common import Progress, current_backend, examples, rel
+from lab.model import LabError
 from lab.pcap import count_packets
 
 POLL = 0.05
@@ -80,6 +81,8 @@ def cmd_capture(args: argparse.Namespace) -> int:
     name = f"{args.segment}-{time.strftime('%H%M%S')}"
     until = time.monotonic() + args.seconds if args.seconds is not None else None
     to_stdout = args.write == "-"
+    if to_stdout and sys.stdout.isatty():
+        raise LabError("-w -: stdout is a terminal; pipe it (| tcpdump -n -r -) or give -w FILE")
     with _stop_on_sigterm(), backend.capture(args.segment, name, args.filter) as capture:
         where = "stdout" if to_stdout else rel(args.write or capture.path)
         stop = f"for {args.seconds:g} s" if until is not None else "until Ctrl-C"

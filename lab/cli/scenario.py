@@ -31,7 +31,7 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def cmd_scenario(args: argparse.Namespace) -> int:
     from scenarios import load, names
-    from scenarios.runner import execute, write_junit
+    from scenarios.runner import execute, summary_table, write_junit
 
     available = names()
     if args.action == "list":
@@ -56,6 +56,9 @@ def cmd_scenario(args: argparse.Namespace) -> int:
         for backend in args.backend or [None]
         for name in chosen
     ]
+    if len(results) > 1:
+        table = summary_table(results, {name: load(name) for name in chosen})
+        print(f"\n{table}", file=sys.stderr if args.json else sys.stdout)
     if args.json:
         json.dump([r.as_dict() for r in results], sys.stdout, indent=2)
         print()
