@@ -29,7 +29,7 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "capture",
         help="capture a network's packets into a pcap, or live to stdout (-w -)",
         description=__doc__,
-        **examples(  # type: ignore[arg-type]
+        **examples(
             "vpnlab capture internet -w - | tcpdump -n -r -",
             "vpnlab capture internet -w - | wireshark -k -i -",
             "vpnlab capture lan -w lan.pcap --seconds 10 --filter icmp",

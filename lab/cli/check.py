@@ -21,7 +21,7 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "check",
         help="check a running lab against a YAML file of expectations",
         description=checks.__doc__,
-        **examples(  # type: ignore[arg-type]
+        **examples(
             "vpnlab check checks/before-tunnel.yml",
             "vpnlab up --vpn --wait && vpnlab check checks/through-tunnel.yml --json",
         ),

@@ -8,6 +8,7 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from lab.backends.base import Backend
 from lab.model.records import require_current
@@ -58,7 +59,7 @@ def rel(path: Path | str) -> str:
         return str(path)
 
 
-def examples(*lines: str) -> dict[str, object]:
+def examples(*lines: str) -> dict[str, Any]:
     """add_parser() keywords that show usage examples under --help."""
     return {
         "epilog": EPILOG_HEADER + "\n".join(f"  {line}" for line in lines),

@@ -32,7 +32,7 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     completion = verbs.add_parser(
         "completion",
         help="print a shell completion script",
-        **examples('eval "$(vpnlab completion bash)"   # in ~/.bashrc'),  # type: ignore[arg-type]
+        **examples('eval "$(vpnlab completion bash)"   # in ~/.bashrc'),
     )
     completion.add_argument("shell", choices=["bash"])
     completion.set_defaults(func=cmd_completion)

@@ -22,7 +22,7 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         aliases=["diagram"],
         help="draw the topology from compose/*.yml (svg, png, dot, mermaid)",
         description=__doc__,
-        **examples(  # type: ignore[arg-type]
+        **examples(
             "vpnlab graph --format mermaid",
             "vpnlab graph --format dot | dot -Tpdf > lab.pdf",
             "vpnlab graph --format svg -o docs/topology.svg --with clients",

@@ -26,7 +26,7 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         aliases=["status"],
         help="nodes, addresses, tunnel state, impairments (--json: machine-readable)",
         description=__doc__,
-        **examples(  # type: ignore[arg-type]
+        **examples(
             "vpnlab inspect",
             "vpnlab inspect --json | jq '.nodes[] | {name, tunnel: .tunnel.state}'",
         ),

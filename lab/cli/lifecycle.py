@@ -27,7 +27,7 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "up",
         help="bring the lab up, ready, and leave it running",
         description=__doc__,
-        **examples(  # type: ignore[arg-type]
+        **examples(
             "vpnlab up --backend netns --wait",
             "vpnlab up --with clients --vpn --wait 90",
         ),
@@ -57,7 +57,7 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     down = verbs.add_parser(
         "down",
         help="take the current lab down",
-        **examples("vpnlab down", "vpnlab down --all   # every lab recorded, also after a crash"),  # type: ignore[arg-type]
+        **examples("vpnlab down", "vpnlab down --all   # every lab recorded, also after a crash"),
     )
     down.add_argument(
         "--all", action="store_true", help=f"every lab recorded under {rel(state_dir())}"

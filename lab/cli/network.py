@@ -16,7 +16,7 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "impair",
         help="rate, loss, delay, jitter, duplication, corruption on a node's link",
         description=impair.__doc__,
-        **examples(  # type: ignore[arg-type]
+        **examples(
             "vpnlab impair client:internet --rate 10mbit --loss 2%",
             "vpnlab impair client:eth0 --delay 50ms --jitter 10ms   # needs sch_netem",
             "vpnlab impair client:internet --clear",
@@ -35,7 +35,7 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     link = verbs.add_parser(
         "link",
         help="pull a node's cable (down), plug it back (up), or flap it",
-        **examples(  # type: ignore[arg-type]
+        **examples(
             "vpnlab link client:internet down",
             "vpnlab link client:eth0 flap --period 2s --count 5",
         ),

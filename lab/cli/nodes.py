@@ -17,7 +17,7 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     exec_ = verbs.add_parser(
         "exec",
         help="run a command on a node; its exit status is passed through",
-        **examples(  # type: ignore[arg-type]
+        **examples(
             "vpnlab exec client -- ip route",
             "vpnlab exec gateway -- vpn status --json",
         ),
@@ -30,7 +30,7 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     shell = verbs.add_parser(
         "shell",
         help="an interactive shell on a node",
-        **examples("vpnlab shell gateway", "echo 'ip -br addr' | vpnlab shell client"),  # type: ignore[arg-type]
+        **examples("vpnlab shell gateway", "echo 'ip -br addr' | vpnlab shell client"),
     )
     shell.add_argument("node")
     shell.add_argument("--shell", default="bash", help="program to run (default bash)")

@@ -15,7 +15,7 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     scenario = verbs.add_parser(
         "scenario",
         help="list or run the lab's scenarios (JSON, JUnit XML)",
-        **examples(  # type: ignore[arg-type]
+        **examples(
             "vpnlab scenario list",
             "vpnlab scenario run basic --backend netns",
             "vpnlab scenario run all --junit results/junit.xml",
