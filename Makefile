@@ -9,6 +9,11 @@ MAKEFLAGS += --no-print-directory
 # PYTHON: the host interpreter that makes .venv; PY: the project's; BACKEND: docker or netns.
 PYTHON ?= python3
 PY ?= .venv/bin/python
+VPNLAB ?= .venv/bin/vpnlab
+# PYTEST_ARGS and SCENARIO_ARGS: extra arguments, e.g. the JUnit reports CI keeps
+# (PYTEST_ARGS=--junitxml=results/pytest.xml SCENARIO_ARGS="--junit results/scenarios.xml").
+PYTEST_ARGS ?=
+SCENARIO_ARGS ?=
 # BACKENDS: the backends `make scenarios` runs every scenario on; WITH: extra compose files for
 # `make up` (e.g. WITH=clients).
 BACKENDS ?= docker netns
@@ -50,28 +55,28 @@ images: venv ## build the node image offline (vpnlab/node); seconds when nothing
 	@PYTHON=$(PY) images/node/build.sh
 
 up: $(LAB_NEEDS) ## bring the lab up and leave it running (BACKEND=docker|netns)
-	$(PY) -m lab up --backend $(BACKEND) $(addprefix --with ,$(WITH))
+	$(VPNLAB) up --backend $(BACKEND) $(addprefix --with ,$(WITH)) --wait
 
 down: venv ## take down every lab left up, also after a crash
-	$(PY) -m lab down --all
+	$(VPNLAB) down --all
 
 scenario-basic: $(LAB_NEEDS) ## the basic scenario: reachability before and through the tunnel
-	$(PY) -m scenarios basic --backend $(BACKEND)
+	$(VPNLAB) scenario run basic --backend $(BACKEND) $(SCENARIO_ARGS)
 
 scenarios: deps-docker venv images ## every scenario on both backends + a summary; one: make scenario-NAME
-	$(PY) -m scenarios all $(addprefix --backend ,$(BACKENDS))
+	$(VPNLAB) scenario run all $(addprefix --backend ,$(BACKENDS)) $(SCENARIO_ARGS)
 
 scenario-%: $(LAB_NEEDS)  # one scenario by name, e.g. make scenario-tun-io
-	$(PY) -m scenarios $* --backend $(BACKEND)
+	$(VPNLAB) scenario run $* --backend $(BACKEND) $(SCENARIO_ARGS)
 
 scenario-list: venv ## the scenarios, one line each
-	$(PY) -m scenarios list
+	$(VPNLAB) scenario list
 
 test: deps venv ## lint and types, then every test: unit, netns and Docker (images first)
 	@$(MAKE) lint
 	@if docker info >/dev/null 2>&1; then $(MAKE) images; \
 	else echo "test: no Docker engine answers: the Docker tests will skip"; fi
-	@rc=0; $(PY) -m pytest tests -q || rc=$$?; \
+	@rc=0; $(PY) -m pytest tests -q $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "test: pytest collected no tests: that is a failure" >&2; fi; \
 	exit $$rc
 
@@ -82,8 +87,9 @@ lint: venv typecheck ## ruff check, ruff format --check and mypy
 typecheck: venv ## mypy over vpn/ and lab/ (settings in pyproject.toml)
 	$(PY) -m mypy
 
-diagram: venv ## draw the lab's topology from compose/*.yml
-	$(PY) -m lab diagram
+diagram: venv ## draw the lab's topology from compose/*.yml (docs/topology.svg and .png)
+	$(VPNLAB) graph --format svg
+	$(VPNLAB) graph --format png
 
 bench: venv ## vpn vs plain routing vs OpenVPN in the netns lab (root; ARGS="--repeat 5")
 	@$(PY) -c 'import matplotlib' 2>/dev/null \

@@ -1,4 +1,4 @@
-"""`python -m lab`: see lab/cli.py."""
+"""`python -m lab`: the `vpnlab` command (lab/cli/)."""
 
 import sys
 

@@ -1,13 +1,15 @@
-"""`python -m scenarios NAME|all [--backend NAME ...] [--keep]` (names: lab.backends.registry)."""
+"""`python -m scenarios NAME|all [--backend NAME ...] [--keep] [--junit FILE]`
+(backend names: lab.backends.registry)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from lab.backends.registry import BACKENDS
 from scenarios import load, names
-from scenarios.runner import execute, summary_table
+from scenarios.runner import execute, summary_table, write_junit
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--keep", action="store_true", help="leave the lab up afterwards (make down)"
     )
+    parser.add_argument("--junit", type=Path, metavar="FILE", help="also write a JUnit XML report")
     args = parser.parse_args(argv)
     wanted = available if args.name in ("all", "list") else [args.name]
     scenarios = {name: load(name) for name in wanted}
@@ -39,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
             results.append(
                 execute(scenario, backend, keep=args.keep, out=lambda s: print(s, flush=True))
             )
+    if args.junit:
+        write_junit(results, args.junit)
     if len(results) > 1:
         print()
         print(summary_table(results, scenarios))

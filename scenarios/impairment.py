@@ -4,7 +4,9 @@ TCP, so loss on the link becomes delay inside it: pings and transfers still comp
 
 from __future__ import annotations
 
+from lab import impair
 from lab.backends.base import Backend
+from lab.model import LabError
 from scenarios.lab_faults import skip_step, stream, tunnel_up
 from scenarios.probes import ping
 from scenarios.runner import Context, Result, Scenario
@@ -14,7 +16,6 @@ RATE_BYTES = 3 * 1024 * 1024  # ~3 s at the limit
 LOSS = 0.1  # probability of dropping each packet, each way
 LOSS_BYTES = 1024 * 1024
 DELAY_MS = 50
-NO_NETEM = "kernel has no netem (sch_netem)"
 
 
 def run(ctx: Context) -> None:
@@ -27,9 +28,8 @@ def run(ctx: Context) -> None:
             step.detail = f"{got.mbit} Mbit/s"
             ctx.metric("unimpaired_mbit", got.mbit)
 
-        tbf = ["rate", f"{RATE_MBIT}mbit", "burst", "32kb", "latency", "100ms"]
         with ctx.step(f"rate limit {RATE_MBIT} Mbit/s on {client}'s {link}: 3 MiB arrive") as step:
-            backend.ensure(client, ["tc", "qdisc", "add", "dev", link, "root", "tbf", *tbf])
+            impair.apply(backend, client, link, impair.Impairment(rate=f"{RATE_MBIT}mbit"))
             got = stream(tunnel, client, host, RATE_BYTES, upload=True)
             assert got.intact and got.bytes == RATE_BYTES, got
             assert got.mbit <= RATE_MBIT * 1.05, f"{got.mbit} Mbit/s passed a {RATE_MBIT} limit"
@@ -42,13 +42,10 @@ def run(ctx: Context) -> None:
             )
             ctx.metric("rate_limit_mbit", RATE_MBIT)
             ctx.metric("rate_limited_mbit", got.mbit)
-            backend.ensure(client, ["tc", "qdisc", "del", "dev", link, "root"])
+            impair.clear(backend, client, link)
 
-        drop = ["-m", "statistic", "--mode", "random", "--probability", str(LOSS), "-j", "DROP"]
-        rules = [["INPUT", "-i", link, *drop], ["OUTPUT", "-o", link, *drop]]
         with ctx.step(f"{LOSS:.0%} random loss each way on {link}: pings and 1 MiB complete") as s:
-            for rule in rules:
-                backend.ensure(client, ["iptables", "-A", *rule])
+            impair.apply(backend, client, link, impair.Impairment(loss=LOSS * 100))
             pinged = ping(backend, client, target, count=20, wait=3)
             got = stream(tunnel, client, host, LOSS_BYTES, upload=True, timeout=120)
             assert got.intact and got.bytes == LOSS_BYTES, got
@@ -63,19 +60,18 @@ def run(ctx: Context) -> None:
             ctx.metric("ping_loss_percent", pinged.loss)
             ctx.metric("lossy_ping_rtt_ms", pinged.rtt_avg_ms)
             ctx.metric("lossy_mbit", got.mbit)
-            for rule in rules:
-                backend.ensure(client, ["iptables", "-D", *rule])
+            impair.clear(backend, client, link)
 
-        netem = ["tc", "qdisc", "add", "dev", link, "root", "netem", "delay", f"{DELAY_MS}ms"]
-        tried = backend.exec(client, netem)
-        said = (tried.stderr or tried.stdout).strip()
         name = f"delay {DELAY_MS} ms on {link} (netem): pings answered, slower"
-        if tried.returncode != 0 and "qdisc kind is unknown" in said:
-            skip_step(ctx, name, f"{NO_NETEM} — tc said: {said}")
-            ctx.metric("netem", f"skipped: {NO_NETEM}")
+        try:
+            impair.apply(backend, client, link, impair.Impairment(delay=f"{DELAY_MS}ms"))
+        except LabError as exc:
+            if impair.NO_NETEM not in str(exc):
+                raise
+            skip_step(ctx, name, str(exc))
+            ctx.metric("netem", f"skipped: {impair.NO_NETEM}")
         else:
             with ctx.step(name) as step:
-                assert tried.returncode == 0, f"`{' '.join(netem)}` failed: {said}"
                 pinged = ping(backend, client, target, count=5)
                 assert pinged.ok, pinged.output
                 assert (pinged.rtt_avg_ms or 0) >= DELAY_MS, f"rtt {pinged.rtt_avg_ms} ms"

@@ -11,6 +11,7 @@ import contextlib
 import json
 import time
 import traceback
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -170,3 +171,35 @@ def summary_table(results: list[Result], scenarios: dict[str, Scenario]) -> str:
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in [header, *rows]
     )
+
+
+def write_junit(results: list[Result], path: Path) -> None:
+    """A JUnit XML report (one testsuite per backend, one testcase per scenario), the format CI
+    systems display; a failed step is the testcase's failure message, a skip its reason."""
+    suites = ET.Element("testsuites")
+    for backend in dict.fromkeys(r.backend for r in results):
+        mine = [r for r in results if r.backend == backend]
+        suite = ET.SubElement(
+            suites,
+            "testsuite",
+            name=f"scenarios.{backend}",
+            tests=str(len(mine)),
+            failures=str(sum(not r.passed for r in mine)),
+            skipped=str(sum(bool(r.skipped) for r in mine)),
+            time=f"{sum(r.seconds for r in mine):.2f}",
+        )
+        for r in mine:
+            case = ET.SubElement(
+                suite, "testcase", classname=f"scenarios.{backend}", name=r.scenario,
+                time=f"{r.seconds:.2f}",
+            )  # fmt: skip
+            if r.skipped:
+                ET.SubElement(case, "skipped", message=r.skipped)
+            elif not r.passed:
+                failed = [s for s in r.steps if not s.passed]
+                message = "; ".join(f"{s.name}: {s.detail}" for s in failed) or "failed"
+                ET.SubElement(case, "failure", message=message).text = message
+            lines = [f"{OK if s.passed else FAIL} {s.name} — {s.detail}" for s in r.steps]
+            ET.SubElement(case, "system-out").text = "\n".join(lines)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ET.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)
