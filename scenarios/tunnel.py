@@ -125,7 +125,8 @@ class Tunnel:
         result = self.backend.exec(node, [*self.backend.vpn_argv(), "status", "--json"], timeout=10)
         if result.returncode != 0:
             return None
-        return json.loads(result.stdout)
+        answer: dict[str, Any] = json.loads(result.stdout)
+        return answer
 
     def wait_connected(
         self, node: str, timeout: float = 20.0, *, reconnects: int = 0

@@ -6,7 +6,6 @@ compose/vpn-up.yml) the server listens and every client's tunnel is up."""
 from __future__ import annotations
 
 import argparse
-import importlib
 import time
 from collections.abc import Callable
 
@@ -17,6 +16,7 @@ from lab.cli.common import Progress, examples, rel
 from lab.model import LabError, Topology
 from lab.model.records import all_records, current_record, forget, make_current, state_dir
 from lab.run import backend_from, new_lab
+from scenarios.tunnel import Tunnel
 
 DEFAULT_WAIT = 60.0
 START_LABEL = "vpnlab.vpn.start"
@@ -128,8 +128,7 @@ def wait_ready(
 
 def start_tunnels(backend: Backend, progress: Callable[[str], None], deadline: float) -> None:
     """The VPN server on the gateway, then every client; returns once each tunnel is up."""
-    # Imported by name: scenarios sit above lab, and mypy's lab-only run need not check them.
-    tunnel = importlib.import_module("scenarios.tunnel").Tunnel(backend)
+    tunnel = Tunnel(backend)
     started = time.monotonic()
     tunnel.start_server()
     progress(
