@@ -5,15 +5,37 @@ the PKI directory's mode and the scrypt parameters of the password file."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
 import ssl
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from vpn.datapath.counters import Counters
+from vpn.datapath.router import Router
 from vpn.datapath.sessions import Session, SessionTable
 from vpn.datapath.switch import Switch
 from vpn.iface.tun import Tun
+from vpn.iface.vnet import (
+    PLAIN_VNET_HDR,
+    VNET_HDR_F_DATA_VALID,
+    VNET_HDR_F_NEEDS_CSUM,
+    VNET_HDR_GSO_ECN,
+    VNET_HDR_GSO_NONE,
+    VNET_HDR_GSO_TCPV4,
+    VNET_HDR_GSO_TCPV6,
+    VNET_HDR_GSO_UDP,
+    VNET_HDR_GSO_UDP_L4,
+    VNET_HDR_LEN,
+    VnetHdr,
+    client_vnet_problem,
+    pack_vnet_hdr,
+)
+from vpn.packets import ipv4, udp
+from vpn.pool import RouteTable
 
 MAC_A = bytes.fromhex("02aa00000001")
 MAC_B = bytes.fromhex("02bb00000002")
@@ -42,6 +64,7 @@ class Bench:
 
     def session(self, identity: str, address: bytes) -> Session:
         a, b = socket.socketpair()
+        a.setblocking(False)  # never handshaken: a flush must not wait for the peer
         self._socks += [a, b]
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         context.check_hostname = False
@@ -123,3 +146,129 @@ def test_reconnect_of_the_same_identity_keeps_its_mac(bench: Bench) -> None:
     assert bench.switch.table[MAC_A] is new and new.counters.dropped_spoofed == 0
     bench.switch.forget(old)
     assert bench.switch.table[MAC_A] is new
+
+
+# -- layer 3: client-to-client through client subnets ------------------------------------------
+
+
+def tun_bench(bench: Bench, *, client_to_client: bool, offset: int = 0) -> Router:
+    """A Router on the bench's datagram socketpair standing in for the TUN."""
+    tun = Tun(fd=bench._tap_sock.fileno(), name="tun-test", vnet_hdr=bool(offset))
+    return Router(tun, offset, bench.table, Counters(), client_to_client=client_to_client)
+
+
+def logged_in(bench: Bench, router: Router, identity: str, address: str, *subnets: str) -> Session:
+    session = bench.session(identity, ipaddress.IPv4Address(address).packed)
+    session.forwarder = router
+    session.offset = router.offset
+    session.address = ipaddress.IPv4Address(address)
+    session.subnets = tuple(ipaddress.IPv4Network(s) for s in subnets)
+    session.subnet_masks = tuple((int(n.network_address), int(n.netmask)) for n in session.subnets)
+    bench.table.add(session, session.address)
+    return session
+
+
+@pytest.mark.parametrize("client_to_client", [False, True])
+def test_a_client_subnet_is_client_to_client_traffic(bench: Bench, client_to_client: bool) -> None:
+    router = tun_bench(bench, client_to_client=client_to_client)
+    a = logged_in(bench, router, "alice", "10.203.0.10")
+    b = logged_in(bench, router, "bob", "10.203.0.11", "10.210.0.0/24")
+    router.from_session(a, [memoryview(udp("10.203.0.10", "10.210.0.5", 1, 2, b"x"))])
+    assert bench.to_lan() == [], "never through the TUN (the kernel would route it to B)"
+    if client_to_client:
+        assert b.counters.tx_packets == 1 and a.counters.dropped_filtered == 0
+    else:
+        assert a.counters.dropped_filtered == 1 and b.counters.tx_packets == 0
+    # the LAN is not another client: it goes into the TUN either way
+    router.from_session(a, [memoryview(udp("10.203.0.10", "10.202.0.2", 1, 2, b"x"))])
+    assert len(bench.to_lan()) == 1
+
+
+def test_route_owner_memo_follows_the_table() -> None:
+    routes: RouteTable[str] = RouteTable()
+    routes.add_subnet(ipaddress.IPv4Network("10.210.0.0/24"), "bob")
+    dest = ipaddress.IPv4Address("10.210.0.5").packed
+    assert routes.owner(dest) == "bob"
+    routes.remove_target("bob")
+    assert routes.owner(dest) is None
+    routes.add_subnet(ipaddress.IPv4Network("10.210.0.0/16"), "carol")
+    assert routes.owner(dest) == "carol"
+
+
+# -- virtio_net_hdr from a client ------------------------------------------------------------
+
+
+def offload_packet(hdr: tuple[int, int, int, int, int, int], packet: bytes) -> bytes:
+    return pack_vnet_hdr(VnetHdr(*hdr)) + packet
+
+
+def test_bad_vnet_header_is_dropped_and_counted_good_one_written(bench: Bench) -> None:
+    router = tun_bench(bench, client_to_client=False, offset=VNET_HDR_LEN)
+    a = logged_in(bench, router, "alice", "10.203.0.10")
+    good = udp("10.203.0.10", "10.202.0.2", 1, 2, b"hello")
+    bad = offload_packet((VNET_HDR_F_NEEDS_CSUM, 0, 0, 0, 20, 400), good)  # beyond the packet
+    partial = offload_packet((VNET_HDR_F_NEEDS_CSUM, 0, 28, 0, 20, 6), good)
+    router.from_session(
+        a, [memoryview(bad), memoryview(PLAIN_VNET_HDR + good), memoryview(partial)]
+    )
+    assert a.counters.dropped_bad_vnet == 1
+    written = bench.to_lan()
+    assert written == [PLAIN_VNET_HDR + good, partial]
+
+
+TCP_PACKET = ipv4("10.203.0.10", "10.202.0.2", 6, bytes(20) + bytes(3000))
+UDP_PACKET = udp("10.203.0.10", "10.202.0.2", 1, 2, bytes(3000))
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    flags=st.sampled_from([0, 1, 2, 3, 4, 0x80]),
+    gso_type=st.sampled_from([0, 1, 3, 4, 5, 6, 0x81, 0x85, 0x80]),
+    hdr_len=st.integers(0, 0xFFFF),
+    gso_size=st.sampled_from([0, 1, 1448, 0xFFFF]) | st.integers(0, 0xFFFF),
+    csum_start=st.sampled_from([0, 20, 24]) | st.integers(0, 0xFFFF),
+    csum_offset=st.sampled_from([0, 6, 16]) | st.integers(0, 0xFFFF),
+    packet=st.sampled_from([TCP_PACKET, UDP_PACKET, TCP_PACKET[:40], UDP_PACKET[:28]]),
+)
+def test_every_accepted_vnet_header_is_one_the_kernel_can_act_on(
+    flags: int, gso_type: int, hdr_len: int, gso_size: int, csum_start: int, csum_offset: int,
+    packet: bytes,
+) -> None:  # fmt: skip
+    hdr = VnetHdr(flags, gso_type, hdr_len, gso_size, csum_start, csum_offset)
+    protocol = packet[9]
+    problem = client_vnet_problem(hdr, packet[0], protocol, len(packet))
+    if problem is not None:
+        assert problem.startswith("virtio_net_hdr ")
+        return
+    assert flags & ~(VNET_HDR_F_NEEDS_CSUM | VNET_HDR_F_DATA_VALID) == 0
+    assert hdr_len <= len(packet)
+    base = gso_type & ~VNET_HDR_GSO_ECN
+    assert base in (VNET_HDR_GSO_NONE, VNET_HDR_GSO_TCPV4, VNET_HDR_GSO_UDP_L4)
+    if base == VNET_HDR_GSO_NONE:
+        assert gso_type == 0 and gso_size == 0
+    else:
+        assert 0 < gso_size < 0xFFFF and hdr_len < len(packet)
+        assert protocol == (6 if base == VNET_HDR_GSO_TCPV4 else 17)
+    if flags & VNET_HDR_F_NEEDS_CSUM:
+        assert csum_start == 20 and csum_offset == (16 if protocol == 6 else 6)
+        assert csum_start + csum_offset + 2 <= len(packet)
+
+
+@pytest.mark.parametrize(
+    ("hdr", "reason"),
+    [
+        ((4, 0, 0, 0, 0, 0), "flags 0x04"),
+        ((0, VNET_HDR_GSO_UDP, 0, 1400, 0, 0), "UFO"),
+        ((0, VNET_HDR_GSO_TCPV6, 0, 1400, 0, 0), "TCPV6"),
+        ((0, 0, 0, 1400, 0, 0), "gso_size 1400 without a GSO type"),
+        ((0, VNET_HDR_GSO_TCPV4, 40, 0, 0, 0), "gso_size 0"),
+        ((0, VNET_HDR_GSO_UDP_L4, 28, 1400, 0, 0), "does not match"),
+        ((0, VNET_HDR_GSO_TCPV4, 4000, 1400, 0, 0), "hdr_len 4000"),
+        ((1, 0, 0, 0, 20, 6), "csum_offset 6"),
+        ((1, 0, 0, 0, 14, 16), "csum_start 14"),
+        ((0, VNET_HDR_GSO_ECN, 0, 0, 0, 0), "ECN bit without"),
+    ],
+)
+def test_rejected_vnet_headers_say_why(hdr: tuple[int, ...], reason: str) -> None:
+    problem = client_vnet_problem(VnetHdr(*hdr), TCP_PACKET[0], 6, len(TCP_PACKET))
+    assert problem is not None and reason in problem, problem
