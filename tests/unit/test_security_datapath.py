@@ -5,19 +5,30 @@ the PKI directory's mode and the scrypt parameters of the password file."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import ipaddress
+import os
 import socket
 import ssl
+import stat
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from vpn import log
+from vpn.credentials import passwords
+from vpn.credentials.ca import init_ca
+from vpn.credentials.lab import lab_pki
+from vpn.credentials.passwords import PasswordFile, verify_password
 from vpn.datapath.counters import Counters
 from vpn.datapath.router import Router
 from vpn.datapath.sessions import Session, SessionTable
 from vpn.datapath.switch import Switch
+from vpn.errors import AuthError
 from vpn.iface.tun import Tun
 from vpn.iface.vnet import (
     PLAIN_VNET_HDR,
@@ -272,3 +283,82 @@ def test_every_accepted_vnet_header_is_one_the_kernel_can_act_on(
 def test_rejected_vnet_headers_say_why(hdr: tuple[int, ...], reason: str) -> None:
     problem = client_vnet_problem(VnetHdr(*hdr), TCP_PACKET[0], 6, len(TCP_PACKET))
     assert problem is not None and reason in problem, problem
+
+
+# -- the PKI directory's mode ------------------------------------------------------------------
+
+
+@pytest.fixture
+def umask_022() -> Iterator[None]:
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def test_pki_directories_are_created_0700_whatever_the_umask(
+    tmp_path: Path, umask_022: None
+) -> None:
+    init_ca(tmp_path / "ca" / "dir")
+    assert stat.S_IMODE((tmp_path / "ca" / "dir").stat().st_mode) == 0o700
+    lab_pki(tmp_path / "lab", clients=("client1",))
+    assert stat.S_IMODE((tmp_path / "lab").stat().st_mode) == 0o700
+
+
+def test_an_open_existing_pki_directory_is_warned_about(
+    tmp_path: Path, umask_022: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log.setup("info")
+    open_dir = tmp_path / "shared"
+    open_dir.mkdir(mode=0o755)
+    init_ca(open_dir)
+    err = capsys.readouterr().err
+    assert "pki_directory_open" in err and f"chmod 700 {open_dir}" in err
+    assert stat.S_IMODE(open_dir.stat().st_mode) == 0o755, "an existing directory is left as is"
+
+
+# -- scrypt parameters -------------------------------------------------------------------------
+
+
+def old_hash(password: str, n: int = 2**14) -> str:
+    salt = b"0123456789abcdef"
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=n, r=8, p=1, dklen=32)
+    return f"scrypt${n}$8$1${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+
+
+def test_old_hash_verifies_and_is_upgraded_others_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "passwd"
+    bob = f"bob:{old_hash('bobs secret')}"
+    path.write_text(f"# users\n{bob}\nalice:{old_hash('correct horse')}\n\ncarol:{old_hash('c')}\n")
+    users = PasswordFile.load(path)
+    assert not users.check("alice", "wrong")
+    assert f"alice:{old_hash('correct horse')}" in path.read_text(), "no upgrade on failure"
+    assert users.check("alice", "correct horse")
+    lines = path.read_text().splitlines()
+    assert lines[0] == "# users" and lines[1] == bob and lines[3] == ""
+    assert lines[4] == f"carol:{old_hash('c')}"
+    alice = lines[2].removeprefix("alice:")
+    assert alice.startswith(f"scrypt${2**17}$8$1$") and passwords.SCRYPT_N == 2**17
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    again = PasswordFile.load(path)
+    assert again.check("alice", "correct horse") and again.check("bob", "bobs secret")
+
+
+@pytest.mark.parametrize(
+    ("params", "reason"),
+    [
+        ("1073741824$8$1", "N must be a power of two"),
+        ("1048576$8$1", "128*r*N at most 256 MiB"),
+        ("1048576$2$16", "N*r*p"),
+        ("16384$8$1000", "p 1..16"),
+    ],
+)
+def test_absurd_scrypt_parameters_are_refused(tmp_path: Path, params: str, reason: str) -> None:
+    salt_hash = old_hash("x").split("$", 4)[4]
+    path = tmp_path / "passwd"
+    path.write_text(f"eve:scrypt${params}${salt_hash}\n")
+    with pytest.raises(AuthError, match=r"passwd:1: bad password hash for 'eve'") as caught:
+        PasswordFile.load(path)
+    assert reason in str(caught.value)
+    assert not verify_password("x", f"scrypt${params}${salt_hash}")
