@@ -15,6 +15,7 @@ from typing import Generic, TypeVar
 from vpn.errors import PoolExhausted
 
 T = TypeVar("T")
+MEMO_MAX = 4096  # destinations whose owner RouteTable.owner remembers
 
 
 class AddressPool:
@@ -102,13 +103,32 @@ class RouteTable(Generic[T]):
     """Destination address → session: exact host entries first, then subnets, longest first.
 
     Keys are packed 4-byte addresses so the hot loop can look up `packet[16:20]` directly.
+    `owner` memoizes the subnet walk per destination, so a router that asks for every packet
+    pays one dict lookup, not a scan of the subnets; any change to the table clears the memo.
     """
 
     def __init__(self) -> None:
         self.hosts: dict[bytes, T] = {}
         self._subnets: list[tuple[int, int, int, T]] = []  # (prefixlen, network int, mask, target)
+        self._memo: dict[bytes, T | None] = {}
+
+    @property
+    def has_subnets(self) -> bool:
+        return bool(self._subnets)
+
+    def owner(self, packed: bytes) -> T | None:
+        """`lookup`, memoized; the memo is bounded, so forged destinations cannot grow it."""
+        try:
+            return self._memo[packed]
+        except KeyError:
+            pass
+        if len(self._memo) >= MEMO_MAX:
+            self._memo.clear()
+        target = self._memo[packed] = self.lookup(packed)
+        return target
 
     def add_host(self, address: ipaddress.IPv4Address, target: T) -> None:
+        self._memo.clear()
         self.hosts[address.packed] = target
 
     def add_subnet(self, network: ipaddress.IPv4Network, target: T) -> None:
@@ -119,9 +139,11 @@ class RouteTable(Generic[T]):
 
     def remove_subnet(self, network: ipaddress.IPv4Network) -> None:
         key = (network.prefixlen, int(network.network_address))
+        self._memo.clear()
         self._subnets = [e for e in self._subnets if (e[0], e[1]) != key]
 
     def remove_target(self, target: T) -> None:
+        self._memo.clear()
         self.hosts = {k: v for k, v in self.hosts.items() if v is not target}
         self._subnets = [e for e in self._subnets if e[3] is not target]
 

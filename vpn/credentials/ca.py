@@ -19,6 +19,7 @@ from vpn.credentials.directory import (
     key_pem,
     key_usage,
     locked,
+    make_directory,
     sign,
     utc_now,
     write_index,
@@ -37,7 +38,7 @@ def init_ca(
     directory = Path(directory)
     if days < 1:
         raise PkiError(f"CA lifetime must be at least one day, not {days}")
-    directory.mkdir(parents=True, exist_ok=True)
+    make_directory(directory)
     cert_path, key_path = directory / CA_CERT, directory / CA_KEY
     if not force:
         for path in (key_path, cert_path):

@@ -8,6 +8,9 @@ the certificates and keys in it, and how they are signed. Everything else in
     DIR/NAME.crt  DIR/NAME.key  one pair per issued certificate
 
 Private keys are created with mode 0600 and never replaced unless the caller asks (force=True).
+The directory itself is created 0700 whatever the umask: its listing (which names hold keys,
+the index) is nobody else's business either. An existing directory is left as it is — it may
+be shared on purpose — but one open to group or others gets a warning saying how to close it.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from vpn import log
 from vpn.credentials.files import write_replace
 from vpn.errors import PkiError
 
@@ -62,6 +66,28 @@ def check_name(name: str) -> str:
     if name in _RESERVED:
         raise PkiError(f"invalid certificate name {name!r}: it is reserved for the CA files")
     return name
+
+
+def make_directory(directory: Path) -> None:
+    """Create a PKI directory with mode 0700 (parents as the umask says); warn if an existing
+    one is open to group or others."""
+    try:
+        directory.mkdir(mode=0o700, parents=True)
+    except FileExistsError:
+        if not directory.is_dir():
+            raise PkiError(f"{directory} exists and is not a directory") from None
+        mode = directory.stat().st_mode & 0o777
+        if mode & 0o077:
+            log.warn(
+                "pki_directory_open",
+                directory=str(directory),
+                mode=f"{mode:04o}",
+                fix=f"chmod 700 {directory}",
+            )
+        return
+    except OSError as exc:
+        raise PkiError(f"{directory}: cannot create: {exc.strerror or exc}") from exc
+    os.chmod(directory, 0o700)  # mkdir's mode is masked by the umask; this is not
 
 
 def exists_error(path: Path) -> PkiError:

@@ -25,6 +25,7 @@ from vpn.credentials.directory import (
     check_name,
     load_cert,
     locked,
+    make_directory,
     utc_now,
 )
 from vpn.errors import PkiError
@@ -146,7 +147,7 @@ def lab_pki(
             raise PkiError(f"name {name!r} is used by the lab PKI itself; choose another")
     if server_name in clients:
         raise PkiError(f"{server_name!r} cannot be both the server and a client")
-    directory.mkdir(parents=True, exist_ok=True)
+    make_directory(directory)
     # One lab_pki at a time per directory: parallel test runs share one lab PKI.
     with locked(directory, LAB_LOCK_FILE):
         return _lab_pki(directory, server_name, tuple(server_sans), tuple(clients), force)

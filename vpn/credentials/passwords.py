@@ -1,9 +1,14 @@
 """User names and passwords, the optional second factor after the client certificate.
 
 The password file holds one user per line, `name:scrypt$N$r$p$<salt b64>$<hash b64>`;
-`#` comments and blank lines are kept. scrypt makes each guess cost ~16 MiB and tens of
-milliseconds, so a stolen file is slow to attack; `check` spends the same work on unknown
-users so that timing does not reveal which names exist.
+`#` comments and blank lines are kept. scrypt at N=2^17, r=8 makes each guess cost 128 MiB and
+~0.3 s, so a stolen file is slow to attack; `check` spends the same work on unknown users so
+that timing does not reveal which names exist.
+
+Each line carries its own parameters, so hashes made with older, cheaper ones (N=2^14) still
+verify — and are rewritten with the current ones at the user's next successful login. The
+parameters read from a file are bounded (N, r, p, memory and total work) so that a crafted line
+cannot make a login take gigabytes or minutes.
 """
 
 from __future__ import annotations
@@ -14,12 +19,14 @@ import hashlib
 import hmac
 import re
 import secrets
+import threading
 from pathlib import Path
 
+from vpn import log
 from vpn.credentials.files import write_replace
 from vpn.errors import AuthError
 
-SCRYPT_N = 2**14
+SCRYPT_N = 2**17
 SCRYPT_R = 8
 SCRYPT_P = 1
 SALT_BYTES = 16
@@ -31,6 +38,7 @@ MAX_PASSWORD = 1024  # characters
 # Bounds on parameters read from a file, so a crafted line cannot demand gigabytes of memory.
 _MAX_N, _MAX_R, _MAX_P = 2**20, 32, 16
 _MAX_MEM = 256 * 1024 * 1024
+_MAX_WORK = 8 * SCRYPT_N * SCRYPT_R * SCRYPT_P  # N*r*p: at most 8x the default's time
 
 NAME_RE = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
 
@@ -47,7 +55,8 @@ def _scrypt(password: str, salt: bytes, n: int, r: int, p: int, dklen: int) -> b
         r=r,
         p=p,
         dklen=dklen,
-        maxmem=130 * r * (n + p) + 1024 * 1024,  # what OpenSSL needs, plus slack
+        # OpenSSL's default cap is 32 MiB, below N=2^17's 128 MiB: say what it may use, with slack.
+        maxmem=128 * r * (n + p + 2) + 2 * 1024 * 1024,
     )
 
 
@@ -73,6 +82,8 @@ def _parse_hash(encoded: str) -> tuple[int, int, int, bytes, bytes]:
         raise ValueError(f"N must be a power of two between 2 and {_MAX_N}")
     if not (1 <= r <= _MAX_R and 1 <= p <= _MAX_P) or 128 * r * n > _MAX_MEM:
         raise ValueError(f"r must be 1..{_MAX_R}, p 1..{_MAX_P}, and 128*r*N at most 256 MiB")
+    if n * r * p > _MAX_WORK:
+        raise ValueError(f"N*r*p is {n * r * p}, more than {_MAX_WORK} (8 times the default)")
     try:
         salt = base64.b64decode(parts[4], validate=True)
         digest = base64.b64decode(parts[5], validate=True)
@@ -81,6 +92,11 @@ def _parse_hash(encoded: str) -> tuple[int, int, int, bytes, bytes]:
     if not 8 <= len(salt) <= 64 or not 16 <= len(digest) <= 64:
         raise ValueError("salt must be 8-64 bytes and hash 16-64 bytes")
     return n, r, p, salt, digest
+
+
+def needs_upgrade(encoded: str) -> bool:
+    """True if `encoded` was made with other parameters than today's (SCRYPT_N/R/P)."""
+    return not encoded.startswith(f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}$")
 
 
 def verify_password(password: str, encoded: str) -> bool:
@@ -109,6 +125,7 @@ class PasswordFile:
         # The work for an unknown user: a real scrypt run against a hash nothing matches.
         salt = _b64(secrets.token_bytes(SALT_BYTES))
         self._decoy = f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${salt}${_b64(bytes(HASH_BYTES))}"
+        self._lock = threading.Lock()  # checks run in executor threads; one rewrite at a time
 
     @property
     def users(self) -> list[str]:
@@ -150,7 +167,33 @@ class PasswordFile:
         """True if `user` exists and `password` is theirs; the same work either way."""
         encoded = self._users.get(user)
         ok = verify_password(password, encoded if encoded is not None else self._decoy)
+        if ok and encoded is not None and needs_upgrade(encoded):
+            self._upgrade(user, encoded, password)
         return ok and encoded is not None
+
+    def _upgrade(self, user: str, old: str, password: str) -> None:
+        """Rehash `user`'s password with today's parameters and rewrite the file atomically,
+        other lines untouched. A file that cannot be rewritten (read-only, gone, changed
+        meanwhile) is logged and left; the login succeeds either way."""
+        new = hash_password(password)
+        with self._lock:
+            try:
+                lines = _read_lines_for_update(self.path)
+                for i, line in enumerate(lines):
+                    parsed = _parse_line(self.path, i + 1, line)
+                    if parsed is not None and parsed[0] == user:
+                        if parsed[1] != old:
+                            return  # changed on disk since it was loaded: that change wins
+                        lines[i] = f"{user}:{new}"
+                        break
+                else:
+                    return
+                _write_atomic(self.path, lines)
+            except (AuthError, OSError) as exc:
+                log.warn("password_upgrade_failed", path=str(self.path), user=user, error=str(exc))
+                return
+            self._users[user] = new
+        log.event("password_upgraded", path=str(self.path), user=user, n=SCRYPT_N)
 
     @staticmethod
     def set(path: Path, user: str, password: str) -> None:

@@ -16,6 +16,7 @@ class Counters:
     dropped_invalid: int = 0
     dropped_unroutable: int = 0
     dropped_filtered: int = 0
+    dropped_bad_vnet: int = 0  # a client's virtio_net_hdr the kernel must not act on
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)

@@ -2,8 +2,11 @@
 
 From a session, every packet's source must be the session's address or one of its subnets
 (anti-spoofing); it goes to another session when the destination is one (with
---client-to-client), else into the TUN. From the TUN, each packet goes to the session that owns
-its destination. Both loops handle a batch per wake-up and flush each session they touched once.
+--client-to-client; without it, packets to another client's address or subnet are dropped and
+counted as `dropped_filtered`), else into the TUN. With offloads, a client's virtio_net_hdr is
+checked before the kernel sees it (`dropped_bad_vnet`). From the TUN, each packet goes to the
+session that owns its destination. Both loops handle a batch per wake-up and flush each session
+they touched once.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from vpn.datapath.counters import Counters
 from vpn.datapath.sessions import Session, SessionTable
 from vpn.iface.tun import Tun
 from vpn.iface.tun_writes import explain_write_error
+from vpn.iface.vnet import VNET_IPV4, VnetHdr, client_vnet_problem
 from vpn.pool import source_allowed
 
 TUN_READ = 65536 + 64
@@ -49,18 +53,37 @@ class Router:
             session.address_packed,
             session.subnet_masks,
         )
-        peers = self.table.routes.hosts
+        routes = self.table.routes
+        peers = routes.hosts
+        # Another client's subnet is as much "client to client" as its address: with subnets
+        # in the table, a destination that is no client host is looked up (memoized) too.
+        owner = routes.owner if routes.has_subnets else None
         write = os.write
         addresses = _IPV4_ADDRESSES.unpack_from
+        with_vnet = VNET_IPV4.unpack_from
         counters = session.counters
         touched: list[Session] = []
         written = 0
         for packet in packets:
             # Every packet's IPv4 header, also a GSO super-packet's (after the virtio header).
-            if len(packet) < off + 20:
+            size = len(packet) - off
+            if size < 20:
                 counters.dropped_invalid += 1
                 continue
-            first, source, destination = addresses(packet, off)
+            if off:
+                flags, gso, hdr_len, gso_size, cstart, coff, first, proto, source, destination = (
+                    with_vnet(packet)
+                )
+                # The kernel acts on the header only with flags, a GSO type or a size set.
+                if flags or gso or gso_size or hdr_len > size:
+                    hdr = VnetHdr(flags, gso, hdr_len, gso_size, cstart, coff)
+                    problem = client_vnet_problem(hdr, first, proto, size)
+                    if problem is not None:
+                        counters.dropped_bad_vnet += 1
+                        session.log_drop(problem, b"")
+                        continue
+            else:
+                first, source, destination = addresses(packet)
             if first >> 4 != 4:
                 counters.dropped_invalid += 1
                 continue
@@ -69,9 +92,12 @@ class Router:
                 session.log_drop("spoofed source", source)
                 continue
             peer = peers.get(destination)
+            if peer is None and owner is not None:
+                peer = owner(destination)
             if peer is not None and peer is not session:
                 if not self.client_to_client:
                     counters.dropped_filtered += 1
+                    session.log_drop("client-to-client is off (--client-to-client)", b"")
                     continue
                 if peer.queue_packet(packet) and not peer.dirty:
                     peer.dirty = True

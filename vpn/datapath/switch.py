@@ -1,15 +1,24 @@
 """Layer-2 mode: the gateway's TAP device is a port of a bridge on the LAN, and each session is
 another port. Frames go where the destination MAC was last seen; broadcasts go everywhere.
 
-Anti-spoofing at layer 2: a session may use one source MAC (the first it sends from), and its IPv4
-and ARP frames must carry its leased address as sender. Anything else is dropped and counted.
+Anti-spoofing at layer 2: a session may source frames from one MAC only — the first unicast MAC
+it sends from, and only if no other session owns it and it has not been seen on the LAN side
+(source MACs of frames read from the TAP). Without that, a client could claim a LAN host's or
+another client's MAC and have the bridge (and this switch) divert that station's traffic to it.
+Its IPv4 and ARP frames must also carry its leased address as sender. Anything else is dropped
+and counted (`dropped_spoofed`), and logged at most once per DROP_LOG_INTERVAL per session.
+
+Residual: a client can still claim a LAN MAC that has not sent a frame since the gateway
+started; when that station then speaks, the conflict is logged (`mac_conflict`).
 """
 
 from __future__ import annotations
 
 import os
+import time
 
-from vpn.datapath.sessions import Session, SessionTable
+from vpn import log
+from vpn.datapath.sessions import DROP_LOG_INTERVAL, Session, SessionTable
 from vpn.iface.tun import Tun
 
 ETH_HLEN = 14
@@ -17,6 +26,9 @@ ETHERTYPE_IPV4 = b"\x08\x00"
 ETHERTYPE_ARP = b"\x08\x06"
 TAP_READ = 65536
 TAP_BUDGET = 128
+# LAN-side MACs remembered; the oldest is forgotten beyond this, so a flood of forged source
+# MACs on the LAN cannot grow the gateway's memory without bound.
+LAN_MACS_MAX = 8192
 
 
 def sender_address(frame: bytes | memoryview) -> bytes | None:
@@ -29,11 +41,31 @@ def sender_address(frame: bytes | memoryview) -> bytes | None:
     return None
 
 
+def _mac(mac: bytes) -> str:
+    return mac.hex(":")
+
+
 class Switch:
     def __init__(self, tap: Tun, sessions: SessionTable) -> None:
         self.tap = tap
         self.sessions = sessions
         self.table: dict[bytes, Session] = {}  # MAC → session it lives behind
+        self.lan: dict[bytes, None] = {}  # MACs seen as source on the TAP, oldest first
+        self._last_conflict_log = 0.0
+
+    def claim(self, session: Session, source: bytes) -> bool:
+        """Give `session` its MAC, the first it sends from, if that MAC is free to take."""
+        if source[0] & 1 or source in self.lan:
+            return False
+        owner = self.table.get(source)
+        # The same identity reconnecting may take its MAC over before the old session is gone.
+        if owner is not None and owner is not session and owner.identity != session.identity:
+            return False
+        if owner is not None and owner is not session:
+            owner.mac = None
+        session.mac = source
+        self.table[source] = session
+        return True
 
     def from_session(self, session: Session, frames: list[memoryview]) -> None:
         fd = self.tap.fd
@@ -43,12 +75,11 @@ class Switch:
                 counters.dropped_invalid += 1
                 continue
             source = bytes(frame[6:12])
-            if session.mac is None and not source[0] & 1:
-                session.mac = source
-                self.table[source] = session
-            if source != session.mac:
+            if source != session.mac and (
+                session.mac is not None or not self.claim(session, source)
+            ):
                 counters.dropped_spoofed += 1
-                session.log_drop("spoofed source MAC", b"")
+                session.log_drop(f"spoofed source MAC {_mac(source)}", b"")
                 continue
             sender = sender_address(frame)
             if sender is None:
@@ -65,6 +96,7 @@ class Switch:
 
     def from_device(self) -> None:
         fd = self.tap.fd
+        table, lan = self.table, self.lan
         touched: set[Session] = set()
         for _ in range(TAP_BUDGET):
             try:
@@ -73,9 +105,12 @@ class Switch:
                 break
             if len(frame) < ETH_HLEN:
                 continue
+            source = frame[6:12]
+            if source not in lan and not source[0] & 1:
+                self._learn_lan(source)
             destination = frame[:6]
-            if not destination[0] & 1 and destination in self.table:
-                targets = [self.table[destination]]
+            if not destination[0] & 1 and destination in table:
+                targets = [table[destination]]
             else:  # broadcast, multicast or not yet learned: flood
                 targets = [s for s in self.sessions.connected() if s.phase == "data"]
             for session in targets:
@@ -83,6 +118,19 @@ class Switch:
                     touched.add(session)
         for session in touched:
             session.flush()
+
+    def _learn_lan(self, source: bytes) -> None:
+        """A unicast source MAC seen on the TAP (new to us): the LAN side owns it from now on."""
+        owner = self.table.get(source)
+        if owner is not None:  # a client claimed it first: keep it, but say so
+            now = time.monotonic()
+            if now - self._last_conflict_log >= DROP_LOG_INTERVAL:
+                self._last_conflict_log = now
+                log.warn("mac_conflict", mac=_mac(source), identity=owner.identity)
+            return
+        if len(self.lan) >= LAN_MACS_MAX:
+            del self.lan[next(iter(self.lan))]
+        self.lan[source] = None
 
     def forget(self, session: Session) -> None:
         if session.mac is not None and self.table.get(session.mac) is session:

@@ -1,5 +1,9 @@
 """struct virtio_net_hdr: the 10 bytes before every packet on a TUN opened with IFF_VNET_HDR,
-saying how the kernel offloaded it (GSO, checksums). Pure: decoding, encoding, checking."""
+saying how the kernel offloaded it (GSO, checksums). Pure: decoding, encoding, checking.
+
+`client_vnet_problem` is the gateway's check of a header a client sent: the kernel acts on these
+fields (where to write a checksum, how to cut a super-packet), so only the shapes a Linux TUN
+itself produces for an IPv4 packet are let through to it."""
 
 from __future__ import annotations
 
@@ -69,4 +73,63 @@ def vnet_hdr_problem(hdr: VnetHdr, payload: int) -> str | None:
             f"virtio_net_hdr checksum at {hdr.csum_start}+{hdr.csum_offset} lies beyond the "
             f"{payload}-byte packet"
         )
+    return None
+
+
+# What a client may send: the flags and GSO types a Linux TUN produces for IPv4.
+CLIENT_FLAGS = VNET_HDR_F_NEEDS_CSUM | VNET_HDR_F_DATA_VALID
+GSO_BY_FRAGS = 0xFFFF  # the kernel's internal marker, never valid on the wire
+IPPROTO_TCP = 6
+IPPROTO_UDP = 17
+_CSUM_OFFSET = {IPPROTO_TCP: 16, IPPROTO_UDP: 6}  # where the checksum sits in the L4 header
+_GSO_PROTOCOL = {VNET_HDR_GSO_TCPV4: IPPROTO_TCP, VNET_HDR_GSO_UDP_L4: IPPROTO_UDP}
+_GSO_NAMES = {VNET_HDR_GSO_TCPV6: "TCPV6", VNET_HDR_GSO_UDP: "UDP (UFO)"}
+# virtio_net_hdr then the IPv4 header's first 20 bytes (version/IHL, protocol, addresses), in
+# one unpack: the router reads every packet's addresses anyway, so the header costs nothing.
+VNET_IPV4 = struct.Struct("=BBHHHHB8xB2x4s4s")
+
+
+def client_vnet_problem(hdr: VnetHdr, ihl_byte: int, protocol: int, payload: int) -> str | None:
+    """Why a client's virtio_net_hdr in front of a `payload`-byte IPv4 packet is refused, or None.
+
+    `ihl_byte` is the packet's first byte and `protocol` its IPv4 protocol. The router calls this
+    only when flags, gso_type or gso_size is non-zero or hdr_len exceeds the packet: with all
+    three zero the kernel ignores csum_start, csum_offset and hdr_len beyond that bound.
+    """
+    flags, gso_type, hdr_len, gso_size, csum_start, csum_offset = hdr
+    if flags & ~CLIENT_FLAGS:
+        return f"virtio_net_hdr flags 0x{flags:02x} has bits a client may not set"
+    if hdr_len > payload:
+        return f"virtio_net_hdr hdr_len {hdr_len} is longer than the {payload}-byte packet"
+    gso = gso_type & ~VNET_HDR_GSO_ECN
+    if gso == VNET_HDR_GSO_NONE:
+        if gso_type:
+            return "virtio_net_hdr ECN bit without a GSO type"
+        if gso_size:
+            return f"virtio_net_hdr gso_size {gso_size} without a GSO type"
+    else:
+        wanted = _GSO_PROTOCOL.get(gso)
+        if wanted is None:
+            name = _GSO_NAMES.get(gso, str(gso))
+            return f"virtio_net_hdr gso_type {name} is not allowed for an IPv4 packet"
+        if wanted != protocol:
+            return f"virtio_net_hdr gso_type {gso} does not match IPv4 protocol {protocol}"
+        if gso_type & VNET_HDR_GSO_ECN and gso != VNET_HDR_GSO_TCPV4:
+            return "virtio_net_hdr ECN bit on a non-TCP GSO type"
+        if gso_size == 0 or gso_size == GSO_BY_FRAGS:
+            return f"virtio_net_hdr GSO with gso_size {gso_size}"
+        if hdr_len >= payload:
+            return (
+                f"virtio_net_hdr GSO packet of {payload} bytes has no data after hdr_len {hdr_len}"
+            )
+    if flags & VNET_HDR_F_NEEDS_CSUM:
+        if csum_start != (ihl_byte & 0x0F) * 4:
+            return f"virtio_net_hdr csum_start {csum_start} is not the L4 header"
+        if _CSUM_OFFSET.get(protocol) != csum_offset:
+            return f"virtio_net_hdr csum_offset {csum_offset} is wrong for IPv4 protocol {protocol}"
+        if csum_start + csum_offset + 2 > payload:
+            return (
+                f"virtio_net_hdr checksum at {csum_start}+{csum_offset} lies beyond the "
+                f"{payload}-byte packet"
+            )
     return None
