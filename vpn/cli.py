@@ -19,11 +19,11 @@ A TLS 1.3 VPN over TUN. The gateway runs `vpn server`, each client `vpn client`;
 
 
 def _run_server(args: argparse.Namespace) -> int:
-    from vpn.server import gateway
+    from vpn.server import runtime
 
     cfg = settings.load(config.ServerConfig, args)
     log.setup(cfg.log_level)
-    asyncio.run(gateway.serve(cfg))
+    asyncio.run(runtime.serve(cfg))
     return 0
 
 

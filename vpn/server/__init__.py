@@ -1,2 +1,4 @@
-"""The gateway: `gateway` accepts and admits clients; `host` prepares the machine it runs on
-(the listening socket, the TUN or TAP device, its address, forwarding and routes)."""
+"""The gateway: `gateway` admits clients (handshake, HELLO, password, lease, CONFIG) and reports
+status; `acceptor` and `admission` bound what a stranger can hold before logging in; `identity`
+and `revocation` bind sessions to certificates and end revoked ones; `host` prepares the machine
+(listener, TUN or TAP, address, forwarding, routes); `runtime` wires it all into the event loop."""

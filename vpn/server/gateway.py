@@ -3,30 +3,25 @@
 One event loop. Control work (handshakes, HELLO, password checks, timers) runs as coroutines;
 packets move in reader callbacks on the raw TUN fd and on each session's socket, a batch per
 wake-up (`vpn.datapath`). A session that misbehaves is closed with a reason; the others never
-notice.
+notice. `vpn.server.runtime` wires this object into the event loop and undoes it on the way out.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import ipaddress
-import signal
 import socket
 import ssl
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from vpn import control, log, protocol
+from vpn import log, protocol
 from vpn.config import ServerConfig, parse_client_subnets, parse_endpoint, require_tls_files
 from vpn.credentials import tls
 from vpn.credentials.passwords import PasswordFile
 from vpn.datapath.counters import Counters
 from vpn.datapath.handshake import handshake, tune_socket
-from vpn.datapath.keepalive import keep_alive
 from vpn.datapath.router import Router
 from vpn.datapath.sessions import Forwarder, Session, SessionTable
 from vpn.datapath.switch import Switch
@@ -34,11 +29,9 @@ from vpn.errors import ConfigError, PoolExhausted
 from vpn.iface.netconf import NetConf
 from vpn.iface.tun import Tun
 from vpn.pool import AddressPool
-from vpn.protocol import MsgType
 from vpn.server import host, identity
-from vpn.server.acceptor import Acceptor
 from vpn.server.admission import AdmissionCounters, Ticket, limits_from, throttled_reason
-from vpn.server.revocation import CRL_POLL, CrlWatcher, every
+from vpn.server.revocation import CrlWatcher
 
 
 class Gateway:
@@ -86,7 +79,7 @@ class Gateway:
             Path(c.cert), Path(c.key), Path(c.ca), Path(c.crl) if c.crl else None
         )
 
-    def _reload_crl(self, force: bool = False) -> None:
+    def reload_crl(self, force: bool = False) -> None:
         """A revocation takes effect without a restart: for the next connection, and for the
         live sessions of the revoked certificates, which end. Never raises (a broken CRL
         leaves the previous one in force)."""
@@ -116,7 +109,7 @@ class Gateway:
         timeout = self.config.handshake_timeout
         self.handshaking += 1
         try:
-            self._reload_crl()
+            self.reload_crl()
             sslsock = self.context.wrap_socket(
                 conn, server_side=True, do_handshake_on_connect=False
             )
@@ -297,7 +290,7 @@ class Gateway:
         )
         host.configure_device(self.config, net, self.tun, address, self.client_subnets)
 
-    def _forwarder(self, device: Tun) -> Forwarder:
+    def forwarder_for(self, device: Tun) -> Forwarder:
         if self.tap:
             return Switch(device, self.table)
         return Router(
@@ -307,67 +300,3 @@ class Gateway:
             self.counters,
             client_to_client=self.config.client_to_client,
         )
-
-    async def run(self) -> None:
-        config = self.config
-        # pyroute2 runs its own event loop per thread: all netlink work happens on one thread
-        # of its own, never on this loop's.
-        netlink = ThreadPoolExecutor(1, thread_name_prefix="netlink")
-        net: NetConf | None = None
-        try:
-            net = await self.loop.run_in_executor(netlink, NetConf)
-            await self.loop.run_in_executor(netlink, self.configure, net)
-            assert self.tun is not None
-            device = self.tun
-            self.forwarder = forwarder = self._forwarder(device)
-            with contextlib.ExitStack() as stack:
-                listener = stack.enter_context(host.listen(*self.bind))
-                kill = functools.partial(identity.kill, self.table)
-                status = await control.serve(config.control, self.status, {"kill": kill})
-                stack.callback(status.close)
-                self.loop.add_reader(device.fd, forwarder.from_device)
-                stack.callback(self.loop.remove_reader, device.fd)
-                acceptor = Acceptor(self.loop, listener, self.limits, self.on_accept)
-                acceptor.start()
-                stack.callback(acceptor.stop)
-                for sig in (signal.SIGTERM, signal.SIGINT):
-                    self.loop.add_signal_handler(sig, self.stopping.set)
-                    stack.callback(self.loop.remove_signal_handler, sig)
-                self.loop.add_signal_handler(signal.SIGHUP, self._reload_crl, True)
-                stack.callback(self.loop.remove_signal_handler, signal.SIGHUP)
-                watch = self.loop.create_task(every(CRL_POLL, self._reload_crl))
-                stack.callback(watch.cancel)
-                timers = self.loop.create_task(
-                    keep_alive(
-                        self.table.connected,
-                        config.keepalive,
-                        config.dead_peer,
-                        f"nothing received for {config.dead_peer:g} s",
-                    )
-                )
-                stack.callback(timers.cancel)
-                log.event(
-                    "listening",
-                    listen=config.listen,
-                    tun=device.name,
-                    mode="tap" if self.tap else "tun",
-                    address="-" if self.tap else f"{self.pool.server_address}/{self.prefixlen}",
-                    pool=str(self.pool.network),
-                    routes=",".join(config.route) or "-",
-                    offload=bool(self.offset),
-                )
-                await self.stopping.wait()
-                for session in self.table.everyone():
-                    session.close("server shutting down", kind=MsgType.BYE)
-        finally:
-            if net is not None:
-                await self.loop.run_in_executor(netlink, net.close)
-            if self.tun is not None:
-                self.tun.close()
-            netlink.shutdown()
-            log.event("stopped")
-
-
-async def serve(config: ServerConfig) -> None:
-    gateway = Gateway(config)
-    await gateway.run()
