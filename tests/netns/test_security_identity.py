@@ -1,5 +1,5 @@
 """Identity, revocation and the control socket on the real server and client, in throwaway
-namespaces (see docs/security-identity.md). Each test has its own PKI: they revoke and re-issue.
+namespaces (see docs/security.md). Each test has its own PKI: they revoke and re-issue.
 """
 
 from __future__ import annotations

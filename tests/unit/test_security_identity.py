@@ -1,5 +1,5 @@
 """Identity and revocation without a network: log escaping, re-issue revokes, the CRL watcher,
-the identity rule and `kill` (see docs/security-identity.md)."""
+the identity rule and `kill` (see docs/security.md)."""
 
 from __future__ import annotations
 
