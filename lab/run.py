@@ -28,8 +28,12 @@ def new_lab(backend_name: str | None, extra: Sequence[str] = ()) -> tuple[Backen
     run_id = new_run_id()
     workdir = state_dir() / run_id
     topology = load(files, {**os.environ, "VPNLAB_WORKDIR": str(workdir)})
+    backend = make_backend(name, topology, run_id, workdir)
+    # Before anything is written: a machine that cannot run this lab (not root, no engine, no
+    # /dev/net/tun) gets the one line saying what to do, and no record is left behind.
+    backend.preflight()
     record = new_record(name, run_id, workdir, files)
-    return make_backend(name, topology, run_id, workdir), record
+    return backend, record
 
 
 def backend_from(record: Record, warn: Callable[[str], None] = lambda _: None) -> Backend:

@@ -46,13 +46,10 @@ class ExecTimeout(LabError, subprocess.TimeoutExpired):
         )
 
 
-def require_root(needs: str, otherwise: str = "") -> None:
+def require_root(needs: str) -> None:
     """LabError (one line: what to do) unless this process is root."""
     if os.geteuid() != 0:
-        raise LabError(
-            f"{needs} need root: sudo make up (or run the tests with sudo)"
-            + (f"; {otherwise}" if otherwise else "")
-        )
+        raise LabError(f"{needs} need root: sudo make up (or run the tests with sudo)")
 
 
 def require_tun() -> None:

@@ -56,6 +56,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"error: {message}", file=sys.stderr)
         return ERROR_STATUS
+    except PermissionError as exc:  # the lab's records belong to root (make up runs as root)
+        print(
+            f"error: {exc.filename}: permission denied: run as root (sudo), or point "
+            "VPNLAB_STATE_DIR at a directory of your own",
+            file=sys.stderr,
+        )
+        return ERROR_STATUS
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -30,9 +30,7 @@ log = logging.getLogger("lab.backends.netns")
 
 def require_root() -> None:
     """LabError unless root: namespaces, veths and bridges are root's to make."""
-    base.require_root(
-        "network namespaces", "without root use the Docker backend (--backend docker)"
-    )
+    base.require_root("network namespaces")
 
 
 class NetnsLifecycle(NetnsProcesses):
