@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -25,6 +26,7 @@ from lab.backends.netns.backend import NetnsBackend
 from lab.backends.netns.kernel import ETC_NETNS_DIR, NETNS_DIR
 from lab.backends.netns.lifecycle import require_root
 from lab.backends.registry import make_backend, new_run_id
+from lab.cli import ERROR_STATUS
 from lab.model import LabError, Topology
 from lab.model.compose import default_files, load
 
@@ -388,20 +390,22 @@ def test_cli_up_status_exec_capture_down(tmp_path: Path) -> None:
     prefix = NetnsBackend(topology(), current["run_id"], Path(current["workdir"])).prefix
     try:
         assert up.returncode == 0, up.stderr
-        assert "lab up" in up.stdout and "s]" in up.stdout
+        assert "lab up" in up.stderr and "s]" in up.stderr  # progress on stderr, data on stdout
         assert len(run_namespaces(prefix)) == 8
         status = cli("status")
         assert status.returncode == 0
-        assert "client3    up    internet=10.9.0.7 (eth0)" in status.stdout
+        assert re.search(r"client3 +up +\S+ +internet=10\.9\.0\.7 \(eth0\)", status.stdout)
         pinged = cli("exec", "client2", "--", "ping", "-c", "1", "-W", "1", "10.9.0.11")
         assert pinged.returncode == 0 and "1 received" in pinged.stdout
         assert cli("exec", "host1", "--", "sh", "-c", "exit 5").returncode == 5
-        captured = cli("capture", "lan", "--seconds", "0.2", "--name", "quiet")
-        assert captured.returncode == 0 and "quiet.pcap" in captured.stdout
-        assert cli("up", "--backend", "netns").returncode == 1
+        pcap = tmp_path / "quiet.pcap"
+        captured = cli("capture", "lan", "--seconds", "0.2", "-w", str(pcap))
+        assert captured.returncode == 0, captured.stderr
+        assert pcap.read_bytes()[:4] in (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4")  # a pcap
+        assert cli("up", "--backend", "netns").returncode == ERROR_STATUS
     finally:
         down = cli("down")
     assert down.returncode == 0, down.stderr
     assert run_namespaces(prefix) == []
-    assert "no lab is up" in cli("down").stdout
-    assert cli("status").returncode == 1
+    assert "no lab is up" in cli("down").stderr
+    assert cli("status").returncode == ERROR_STATUS
