@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from lab import host_tools
 from lab.backends.base import Backend
 from lab.backends.registry import default_backend_name, make_backend, new_run_id
 from lab.model import LabError, Topology
@@ -32,6 +33,7 @@ def new_lab(backend_name: str | None, extra: Sequence[str] = ()) -> tuple[Backen
     # Before anything is written: a machine that cannot run this lab (not root, no engine, no
     # /dev/net/tun) gets the one line saying what to do, and no record is left behind.
     backend.preflight()
+    host_tools.ensure()
     record = new_record(name, run_id, workdir, files)
     return backend, record
 
