@@ -64,8 +64,21 @@ class ServerConfig(TlsFiles):
     tap_network: str = opt(
         "", "with --tap: the bridged LAN (CIDR); clients get --pool addresses with its prefix"
     )
+    dns: list[str] = opt(
+        [], "name server pushed to clients (repeatable; live on reload)", many=True, metavar="IP"
+    )
+    dns_search: list[str] = opt(
+        [], "search domain pushed to clients (repeatable; live on reload)", many=True
+    )
+    metrics: str = opt(
+        "", "serve Prometheus metrics on ADDR:PORT (/metrics); empty: off", metavar="ADDR:PORT"
+    )
+    metrics_max_identities: int = opt(
+        100, "identities with their own metrics labels; the rest are summed as _other"
+    )
     control: str = opt("@vpnlab-server", "status socket: a path, or @name for an abstract socket")
     log_level: str = opt("info", "debug, info, warning or error")
+    log_format: str = opt("logfmt", "logfmt (one readable line per event) or json")
 
 
 @dataclass
@@ -82,8 +95,16 @@ class ClientConfig(TlsFiles):
     reconnect_max: float = opt(10.0, "longest reconnect delay in seconds")
     connect_timeout: float = opt(10.0, "seconds for TCP connect, TLS and configuration")
     offload: bool = opt(True, "accept TUN offloads (virtio_net_hdr) when the server uses them")
+    dns: bool = opt(True, "apply the name servers the gateway pushes (restored on exit)")
+    resolv_conf: str = opt(
+        "/etc/resolv.conf", "resolver file the pushed name servers go into", metavar="FILE"
+    )
+    dns_state_dir: str = opt(
+        "/var/lib/vpn", "where the resolver's saved copy waits for a restore after a crash"
+    )
     control: str = opt("@vpnlab-client", "status socket: a path, or @name for an abstract socket")
     log_level: str = opt("info", "debug, info, warning or error")
+    log_format: str = opt("logfmt", "logfmt (one readable line per event) or json")
 
 
 def flag(name: str) -> str:
