@@ -10,6 +10,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
+from vpn import wirefields
 from vpn.errors import ConfigError
 
 
@@ -105,6 +106,33 @@ class ClientConfig(TlsFiles):
     control: str = opt("@vpnlab-client", "status socket: a path, or @name for an abstract socket")
     log_level: str = opt("info", "debug, info, warning or error")
     log_format: str = opt("logfmt", "logfmt (one readable line per event) or json")
+
+
+@dataclass(frozen=True)
+class Pushed:
+    """What every client gets in CONFIG besides its address: routes and name servers. The part
+    of the server's settings a reload changes for connected clients."""
+
+    routes: tuple[ipaddress.IPv4Network, ...] = ()
+    dns: tuple[ipaddress.IPv4Address, ...] = ()
+    search: tuple[str, ...] = ()
+
+
+def parse_pushed(config: ServerConfig) -> Pushed:
+    """--route, --dns and --dns-search, checked with the limits the client will apply."""
+    try:
+        routes = wirefields.routes(config.route)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"--route: {exc}") from None
+    try:
+        dns = wirefields.name_servers(config.dns)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"--dns: {exc} (an IPv4 address, at most {wirefields.MAX_DNS})") from None
+    try:
+        search = wirefields.search_domains(config.dns_search)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"--dns-search: {exc}") from None
+    return Pushed(routes, dns, search)
 
 
 def flag(name: str) -> str:
