@@ -250,10 +250,9 @@ class Client:
         }
 
     async def run(self) -> int:
-        if self.config.dns:  # a previous run that crashed may have left its name servers
-            resolver.ResolvConf(
-                Path(self.config.resolv_conf), Path(self.config.dns_state_dir)
-            ).recover()
+        # A previous run that crashed may have left its name servers: always put them back.
+        saved = resolver.ResolvConf(Path(self.config.resolv_conf), Path(self.config.dns_state_dir))
+        saved.recover()
         status = await control.serve(self.config.control, self.status, role="client")
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.stopping.set)

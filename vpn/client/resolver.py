@@ -3,11 +3,14 @@ exactly the previous file back afterwards — on exit, on SIGTERM, and after a c
 
 Why so careful: `ip netns exec NS` shows a process /etc/netns/NS/resolv.conf in place of
 /etc/resolv.conf only when that file exists; otherwise the process sees the host's. A client
-in a namespace must never rewrite the host's resolver. The rule: the file may be changed
-unless it is the very file PID 1 sees (same device and inode through /proc/1/root) while this
-process runs in another network namespace than PID 1 — then it belongs to a different machine,
-so to speak, and the client refuses. In a container, or on a real client machine, the client and
-PID 1 share the network namespace and the file is ours to change.
+in a namespace must never rewrite the host's resolver. The rule, in this order:
+
+- in a named namespace (ours is the one bound at /run/netns/NAME), the file must be
+  /etc/netns/NAME/resolv.conf itself (same device and inode); anything else is refused;
+- otherwise the file is refused if it is the very file PID 1 sees (through /proc/1/root) while
+  this process runs in another network namespace than PID 1's — and refused too when /proc/1
+  cannot be read (fail safe). In a container, or on a real client machine, the client and PID 1
+  share the network namespace and the file is ours to change.
 
 The file is rewritten in place (a bind-mounted file cannot be replaced by a rename), after a
 copy of the original and of what we write is saved in the state directory, named by the file's
@@ -61,10 +64,20 @@ def _write_in_place(path: Path, text: str) -> None:
 class ResolvConf:
     """resolv.conf of this namespace or container, changed and given back."""
 
-    def __init__(self, path: Path, state_dir: Path, proc: Path = Path("/proc")) -> None:
+    def __init__(
+        self,
+        path: Path,
+        state_dir: Path,
+        *,
+        proc: Path = Path("/proc"),
+        netns_dir: Path = Path("/run/netns"),
+        etc_netns: Path = Path("/etc/netns"),
+    ) -> None:
         self.path = path
         self.state_dir = state_dir
         self.proc = proc
+        self.netns_dir = netns_dir
+        self.etc_netns = etc_netns
         self.saved: Path | None = None  # our state file while our text is in place
         self.original = ""
         self.written = ""
@@ -75,6 +88,16 @@ class ResolvConf:
             mine = os.stat(self.path)
         except OSError as exc:
             return f"{self.path}: {exc.strerror}"
+        name = self.netns_name()
+        if name is not None:  # `ip netns exec NAME`: only /etc/netns/NAME/resolv.conf is ours
+            own = self.etc_netns / name / "resolv.conf"
+            try:
+                theirs = os.stat(own)
+            except OSError:
+                return self._host_refusal(f"{own} does not exist")
+            if (mine.st_dev, mine.st_ino) != (theirs.st_dev, theirs.st_ino):
+                return self._host_refusal(f"{self.path} is not {own}")
+            return None
         try:
             init = os.stat(self.proc / "1" / "root" / str(self.path.absolute()).lstrip("/"))
             same_net = os.readlink(self.proc / "1/ns/net") == os.readlink(self.proc / "self/ns/net")
@@ -83,14 +106,29 @@ class ResolvConf:
         except OSError as exc:
             return f"cannot tell whose {self.path} this is ({exc.strerror} in {self.proc}/1)"
         if (mine.st_dev, mine.st_ino) == (init.st_dev, init.st_ino) and not same_net:
-            return self._host_refusal()
+            return self._host_refusal("PID 1 sees the same file from another network namespace")
         return None
 
-    def _host_refusal(self) -> str:
+    def netns_name(self) -> str | None:
+        """The name of our network namespace if it is one of `ip netns` (/run/netns/NAME)."""
+        try:
+            here = os.stat(self.proc / "self/ns/net")
+            names = sorted(os.listdir(self.netns_dir))
+        except OSError:
+            return None
+        for name in names:
+            try:
+                st = os.stat(self.netns_dir / name)
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) == (here.st_dev, here.st_ino):
+                return name
+        return None
+
+    def _host_refusal(self, why: str) -> str:
         return (
-            f"{self.path} is the host's resolver (PID 1 sees the same file from another network "
-            "namespace); create /etc/netns/NS/resolv.conf before `ip netns exec`, or run the "
-            "client with --no-dns"
+            f"{self.path} would be the host's resolver ({why}); create "
+            "/etc/netns/NS/resolv.conf before `ip netns exec NS`, or run the client with --no-dns"
         )
 
     def state_file(self) -> Path:
