@@ -72,10 +72,10 @@ def start_server(bed: Testbed, args: list[str]):
 
 
 def start_client(bed: Testbed, pki: dict[str, Path], name: str, *extra: str, log: str = ""):
-    ns = bed.clients.get(name)
-    gateway = (
-        bed.add_client(name) if ns is None else "10.201.%d.1" % (list(bed.clients).index(name) + 1)
-    )
+    if name in bed.clients:  # the same namespace again: its gateway address by its index
+        gateway = f"10.201.{list(bed.clients).index(name) + 1}.1"
+    else:
+        gateway = bed.add_client(name)
     return bed.spawn(bed.clients[name], log or name, client_args(pki["dir"], name, gateway, *extra))
 
 
