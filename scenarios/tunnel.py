@@ -19,6 +19,9 @@ from scenarios.probes import ping
 from vpn.credentials import pki
 
 TUN = "tun0"
+METRICS = "127.0.0.1:9100"  # the gateway's Prometheus endpoint, scraped from the gateway itself
+ETC_NETNS = Path("/etc/netns")
+PRIVATE_RESOLV_CONF = "# vpnlab: this node's own resolver file (the VPN client may change it)\n"
 
 
 def nodes_with_role(backend: Backend, role: str) -> list[Node]:
@@ -65,7 +68,7 @@ class Tunnel:
             "--ca", self.path("ca"), "--crl", self.path("crl"),
             "--cert", self.path(server_cert), "--key", self.path(f"{server_cert}.key"),
             "--listen", f"0.0.0.0:{self.port}", "--pool", self.pool, *routes,
-            "--tun", TUN, "--keepalive", "2", "--dead-peer", "6",
+            "--tun", TUN, "--keepalive", "2", "--dead-peer", "6", "--metrics", METRICS,
             *extra,
         ]  # fmt: skip
 
@@ -95,9 +98,20 @@ class Tunnel:
         self, node: str, *extra: str, cert: str | None = None, name: str | None = None
     ) -> Process:
         name = name or f"vpn-{node}"
+        self.private_resolver(node)
         process = self.backend.spawn(node, self.client_argv(cert or node, *extra), name=name)
         self.processes[name] = process
         return process
+
+    def private_resolver(self, node: str) -> None:
+        """A node that is an `ip netns` namespace sees the host's /etc/resolv.conf unless
+        /etc/netns/NS/resolv.conf exists when its programs start: write that file (in the
+        directory the lab made for the node's hosts file, removed with the lab), so the client
+        changes the node's resolver, never the host's. A container has its own already."""
+        name = self.backend.exec(node, ["ip", "netns", "identify"], timeout=10).stdout.strip()
+        directory = ETC_NETNS / name
+        if name and directory.is_dir() and not (directory / "resolv.conf").exists():
+            (directory / "resolv.conf").write_text(PRIVATE_RESOLV_CONF)
 
     def wait_log(self, process: Process, text: str, what: str, timeout: float = 20.0) -> str:
         deadline = time.monotonic() + timeout
