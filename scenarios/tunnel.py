@@ -50,6 +50,7 @@ class Tunnel:
         self.clients = [n.name for n in nodes_with_role(backend, "client")]
         self.hosts = [n.name for n in nodes_with_role(backend, "host")]
         self.processes: dict[str, Process] = {}
+        self.metrics_server: Process | None = None  # the server serving METRICS
         self.pki = pki.lab_pki(
             backend.workdir / "pki",
             server_name=gateway.name,
@@ -61,14 +62,17 @@ class Tunnel:
         return self.backend.node_path(Path(self.pki[key]))
 
     # -- processes -----------------------------------------------------------------------------
-    def server_argv(self, *extra: str, server_cert: str = "server") -> list[str]:
+    def server_argv(
+        self, *extra: str, server_cert: str = "server", metrics: bool = False
+    ) -> list[str]:
         routes = [arg for r in self.routes for arg in ("--route", r)]
+        routes += ["--metrics", METRICS] if metrics else []
         return [
             *self.backend.vpn_argv(), "server",
             "--ca", self.path("ca"), "--crl", self.path("crl"),
             "--cert", self.path(server_cert), "--key", self.path(f"{server_cert}.key"),
             "--listen", f"0.0.0.0:{self.port}", "--pool", self.pool, *routes,
-            "--tun", TUN, "--keepalive", "2", "--dead-peer", "6", "--metrics", METRICS,
+            "--tun", TUN, "--keepalive", "2", "--dead-peer", "6",
             *extra,
         ]  # fmt: skip
 
@@ -87,10 +91,15 @@ class Tunnel:
     def start_server(
         self, *extra: str, name: str = "vpn-server", server_cert: str = "server"
     ) -> Process:
-        process = self.backend.spawn(
-            self.gateway.name, self.server_argv(*extra, server_cert=server_cert), name=name
-        )
+        # Metrics on for the gateway's server; a second one running beside it (an impostor)
+        # would find the port taken.
+        held = self.metrics_server
+        metrics = held is None or self.backend.wait(held, 0) is not None
+        argv = self.server_argv(*extra, server_cert=server_cert, metrics=metrics)
+        process = self.backend.spawn(self.gateway.name, argv, name=name)
         self.processes[name] = process
+        if metrics:
+            self.metrics_server = process
         self.wait_log(process, "event=listening", "the server to listen")
         return process
 
