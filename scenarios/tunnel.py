@@ -19,6 +19,9 @@ from scenarios.probes import ping
 from vpn.credentials import pki
 
 TUN = "tun0"
+METRICS = "127.0.0.1:9100"  # the gateway's Prometheus endpoint, scraped from the gateway itself
+ETC_NETNS = Path("/etc/netns")
+PRIVATE_RESOLV_CONF = "# vpnlab: this node's own resolver file (the VPN client may change it)\n"
 
 
 def nodes_with_role(backend: Backend, role: str) -> list[Node]:
@@ -47,6 +50,7 @@ class Tunnel:
         self.clients = [n.name for n in nodes_with_role(backend, "client")]
         self.hosts = [n.name for n in nodes_with_role(backend, "host")]
         self.processes: dict[str, Process] = {}
+        self.metrics_server: Process | None = None  # the server serving METRICS
         self.pki = pki.lab_pki(
             backend.workdir / "pki",
             server_name=gateway.name,
@@ -58,8 +62,11 @@ class Tunnel:
         return self.backend.node_path(Path(self.pki[key]))
 
     # -- processes -----------------------------------------------------------------------------
-    def server_argv(self, *extra: str, server_cert: str = "server") -> list[str]:
+    def server_argv(
+        self, *extra: str, server_cert: str = "server", metrics: bool = False
+    ) -> list[str]:
         routes = [arg for r in self.routes for arg in ("--route", r)]
+        routes += ["--metrics", METRICS] if metrics else []
         return [
             *self.backend.vpn_argv(), "server",
             "--ca", self.path("ca"), "--crl", self.path("crl"),
@@ -84,10 +91,15 @@ class Tunnel:
     def start_server(
         self, *extra: str, name: str = "vpn-server", server_cert: str = "server"
     ) -> Process:
-        process = self.backend.spawn(
-            self.gateway.name, self.server_argv(*extra, server_cert=server_cert), name=name
-        )
+        # Metrics on for the gateway's server; a second one running beside it (an impostor)
+        # would find the port taken.
+        held = self.metrics_server
+        metrics = held is None or self.backend.wait(held, 0) is not None
+        argv = self.server_argv(*extra, server_cert=server_cert, metrics=metrics)
+        process = self.backend.spawn(self.gateway.name, argv, name=name)
         self.processes[name] = process
+        if metrics:
+            self.metrics_server = process
         self.wait_log(process, "event=listening", "the server to listen")
         return process
 
@@ -95,9 +107,20 @@ class Tunnel:
         self, node: str, *extra: str, cert: str | None = None, name: str | None = None
     ) -> Process:
         name = name or f"vpn-{node}"
+        self.private_resolver(node)
         process = self.backend.spawn(node, self.client_argv(cert or node, *extra), name=name)
         self.processes[name] = process
         return process
+
+    def private_resolver(self, node: str) -> None:
+        """A node that is an `ip netns` namespace sees the host's /etc/resolv.conf unless
+        /etc/netns/NS/resolv.conf exists when its programs start: write that file (in the
+        directory the lab made for the node's hosts file, removed with the lab), so the client
+        changes the node's resolver, never the host's. A container has its own already."""
+        name = self.backend.exec(node, ["ip", "netns", "identify"], timeout=10).stdout.strip()
+        directory = ETC_NETNS / name
+        if name and directory.is_dir() and not (directory / "resolv.conf").exists():
+            (directory / "resolv.conf").write_text(PRIVATE_RESOLV_CONF)
 
     def wait_log(self, process: Process, text: str, what: str, timeout: float = 20.0) -> str:
         deadline = time.monotonic() + timeout

@@ -20,7 +20,8 @@ say() { printf 'deps: %s\n' "$*"; }
 die() { printf 'deps: error: %s\n' "$*" >&2; exit 1; }
 
 # package:command — the command that proves the package is there.
-tools=(iproute2:ip iputils-ping:ping iperf3:iperf3 tcpdump:tcpdump procps:ps iptables:iptables)
+tools=(iproute2:ip iputils-ping:ping iperf3:iperf3 tcpdump:tcpdump procps:ps iptables:iptables
+    dnsmasq-base:dnsmasq)
 
 missing=()
 for pair in "${tools[@]}"; do

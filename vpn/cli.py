@@ -22,8 +22,8 @@ def _run_server(args: argparse.Namespace) -> int:
     from vpn.server import runtime
 
     cfg = settings.load(config.ServerConfig, args)
-    log.setup(cfg.log_level)
-    asyncio.run(runtime.serve(cfg))
+    log.setup(cfg.log_level, cfg.log_format)
+    asyncio.run(runtime.serve(cfg, lambda: settings.load(config.ServerConfig, args)))
     return 0
 
 
@@ -31,7 +31,7 @@ def _run_client(args: argparse.Namespace) -> int:
     from vpn.client import connection
 
     cfg = settings.load(config.ClientConfig, args)
-    log.setup(cfg.log_level)
+    log.setup(cfg.log_level, cfg.log_format)
     return asyncio.run(connection.serve(cfg))
 
 
@@ -134,6 +134,16 @@ def _run_kill(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_reload(args: argparse.Namespace) -> int:
+    """Ask the running server to re-read its CRL and settings file (as SIGHUP does)."""
+    answer = control.request(args.control, {"cmd": "reload"})
+    applied = ", ".join(answer.get("applied", [])) or "nothing"
+    print(f"reloaded: applied {applied}; {answer.get('clients', 0)} clients updated")
+    if answer.get("not_applied"):
+        print(f"not applied until a restart: {', '.join(answer['not_applied'])}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from vpn import cli_pki
 
@@ -168,6 +178,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--control", default="@vpnlab-server", help="control socket (default: %(default)s)"
     )
     kill.set_defaults(func=_run_kill)
+
+    reload = verbs.add_parser(
+        "reload",
+        help="re-read the running server's CRL and --config file",
+        description="Re-read the CRL and the settings file of the running server (like SIGHUP): "
+        "pushed routes and name servers reach connected clients without a reconnect.",
+    )
+    reload.add_argument(
+        "--control", default="@vpnlab-server", help="control socket (default: %(default)s)"
+    )
+    reload.set_defaults(func=_run_reload)
 
     cli_pki.add_pki_parser(verbs)
     cli_pki.add_passwd_parser(verbs)

@@ -10,6 +10,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
+from vpn import wirefields
 from vpn.errors import ConfigError
 
 
@@ -64,8 +65,21 @@ class ServerConfig(TlsFiles):
     tap_network: str = opt(
         "", "with --tap: the bridged LAN (CIDR); clients get --pool addresses with its prefix"
     )
+    dns: list[str] = opt(
+        [], "name server pushed to clients (repeatable; live on reload)", many=True, metavar="IP"
+    )
+    dns_search: list[str] = opt(
+        [], "search domain pushed to clients (repeatable; live on reload)", many=True
+    )
+    metrics: str = opt(
+        "", "serve Prometheus metrics on ADDR:PORT (/metrics); empty: off", metavar="ADDR:PORT"
+    )
+    metrics_max_identities: int = opt(
+        100, "identities with their own metrics labels; the rest are summed as _other"
+    )
     control: str = opt("@vpnlab-server", "status socket: a path, or @name for an abstract socket")
     log_level: str = opt("info", "debug, info, warning or error")
+    log_format: str = opt("logfmt", "logfmt (one readable line per event) or json")
 
 
 @dataclass
@@ -82,8 +96,43 @@ class ClientConfig(TlsFiles):
     reconnect_max: float = opt(10.0, "longest reconnect delay in seconds")
     connect_timeout: float = opt(10.0, "seconds for TCP connect, TLS and configuration")
     offload: bool = opt(True, "accept TUN offloads (virtio_net_hdr) when the server uses them")
+    dns: bool = opt(True, "apply the name servers the gateway pushes (restored on exit)")
+    resolv_conf: str = opt(
+        "/etc/resolv.conf", "resolver file the pushed name servers go into", metavar="FILE"
+    )
+    dns_state_dir: str = opt(
+        "/var/lib/vpn", "where the resolver's saved copy waits for a restore after a crash"
+    )
     control: str = opt("@vpnlab-client", "status socket: a path, or @name for an abstract socket")
     log_level: str = opt("info", "debug, info, warning or error")
+    log_format: str = opt("logfmt", "logfmt (one readable line per event) or json")
+
+
+@dataclass(frozen=True)
+class Pushed:
+    """What every client gets in CONFIG besides its address: routes and name servers. The part
+    of the server's settings a reload changes for connected clients."""
+
+    routes: tuple[ipaddress.IPv4Network, ...] = ()
+    dns: tuple[ipaddress.IPv4Address, ...] = ()
+    search: tuple[str, ...] = ()
+
+
+def parse_pushed(config: ServerConfig) -> Pushed:
+    """--route, --dns and --dns-search, checked with the limits the client will apply."""
+    try:
+        routes = wirefields.routes(config.route)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"--route: {exc}") from None
+    try:
+        dns = wirefields.name_servers(config.dns)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"--dns: {exc} (an IPv4 address, at most {wirefields.MAX_DNS})") from None
+    try:
+        search = wirefields.search_domains(config.dns_search)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"--dns-search: {exc}") from None
+    return Pushed(routes, dns, search)
 
 
 def flag(name: str) -> str:

@@ -76,6 +76,10 @@ class TunError(InterfaceError, OSError):
 # -- talking to the peer ------------------------------------------------------------------------
 
 
+class ResolverError(InterfaceError):
+    """The resolver configuration (resolv.conf, resolvectl) could not be changed or restored."""
+
+
 class ProtocolError(VpnError):
     """The peer broke the protocol; the message is the reason sent back in ERROR and logged."""
 

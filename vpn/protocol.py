@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from vpn import wirejson
+from vpn import wirefields, wirejson
 from vpn.errors import ProtocolError
 
 VERSION = 1
@@ -29,7 +29,7 @@ TYPE_SHIFT = 24
 MAX_DATA = 65535 + 16
 MAX_CONTROL = 8192
 MAX_NAME = 64
-MAX_ROUTES = 64
+MAX_ROUTES = wirefields.MAX_ROUTES
 VNET_HDR_LEN = 10
 FEATURE_OFFLOAD = "offload"
 FEATURE_TAP = "tap"
@@ -202,7 +202,10 @@ def decode_hello(payload: bytes | memoryview) -> Hello:
 
 @dataclass(frozen=True)
 class Config:
-    """What the server pushes: the client's tunnel address, routes and timers."""
+    """What the server pushes: the client's tunnel address, routes, name servers and timers.
+
+    Sent once after HELLO, and again in the data phase when the gateway's settings are reloaded
+    (an update: the same address, MTU and features, other routes or name servers)."""
 
     address: ipaddress.IPv4Interface
     server_address: ipaddress.IPv4Address
@@ -212,67 +215,59 @@ class Config:
     dead_peer: float
     offload: bool = False
     tap: bool = False  # layer 2: DATA frames carry Ethernet frames for a TAP device
+    dns: tuple[ipaddress.IPv4Address, ...] = ()  # name servers on the far side of the tunnel
+    search: tuple[str, ...] = ()  # search domains to go with them
 
     def encode(self) -> bytes:
-        return encode_control(
-            MsgType.CONFIG,
-            {
-                "address": str(self.address),
-                "server_address": str(self.server_address),
-                "mtu": self.mtu,
-                "routes": [str(r) for r in self.routes],
-                "keepalive": self.keepalive,
-                "dead_peer": self.dead_peer,
-                "features": [
-                    f for f, on in ((FEATURE_OFFLOAD, self.offload), (FEATURE_TAP, self.tap)) if on
-                ],
-            },
-        )
+        message: dict[str, Any] = {
+            "address": str(self.address),
+            "server_address": str(self.server_address),
+            "mtu": self.mtu,
+            "routes": [str(r) for r in self.routes],
+            "keepalive": self.keepalive,
+            "dead_peer": self.dead_peer,
+            "features": [
+                f for f, on in ((FEATURE_OFFLOAD, self.offload), (FEATURE_TAP, self.tap)) if on
+            ],
+        }
+        if self.dns or self.search:
+            message["dns"] = {"servers": [str(a) for a in self.dns], "search": list(self.search)}
+        return encode_control(MsgType.CONFIG, message)
+
+    def same_link(self, other: Config) -> bool:
+        """True when `other` differs from this one only in what can change live: routes, name
+        servers, search domains and timers."""
+        keep = ("address", "server_address", "mtu", "offload", "tap")
+        return all(getattr(self, k) == getattr(other, k) for k in keep)
 
 
-def _field(message: dict[str, Any], key: str, convert: Any) -> Any:
-    try:
-        return convert(message[key])
-    except KeyError:
-        raise ProtocolError(f"CONFIG: field {key!r} missing") from None
-    except (TypeError, ValueError) as exc:
-        raise ProtocolError(f"CONFIG: field {key!r}: {exc}") from None
-
-
-def _mtu(value: Any) -> int:
-    if not isinstance(value, int) or not 576 <= value <= 65535:
-        raise ValueError(f"{value!r} out of range 576..65535")
-    return value
-
-
-def _routes(value: Any) -> tuple[ipaddress.IPv4Network, ...]:
-    if not isinstance(value, list) or len(value) > MAX_ROUTES:
-        raise ValueError(f"must be a list of at most {MAX_ROUTES} networks")
-    return tuple(ipaddress.IPv4Network(r) for r in value)
-
-
-def _features(value: Any) -> list[str]:
-    if not isinstance(value, list):
-        raise ValueError("must be a list")
-    return value
+def _dns(value: Any) -> tuple[tuple[ipaddress.IPv4Address, ...], tuple[str, ...]]:
+    if not isinstance(value, dict) or not set(value) <= {"servers", "search"}:
+        raise ValueError("must be an object with 'servers' and 'search' lists")
+    servers = wirefields.field(value, "servers", wirefields.name_servers, ())
+    return servers, wirefields.field(value, "search", wirefields.search_domains, ())
 
 
 def decode_config(payload: bytes | memoryview) -> Config:
     message = _load(payload, "CONFIG")
-    keepalive = _field(message, "keepalive", float)
-    dead_peer = _field(message, "dead_peer", float)
+    field = wirefields.field
+    keepalive = field(message, "keepalive", float)
+    dead_peer = field(message, "dead_peer", float)
     if not (0 < keepalive <= 3600 and keepalive < dead_peer <= 86400):
         raise ProtocolError("CONFIG: keepalive must be in (0, 3600] and below dead_peer (<= 86400)")
-    features = _field({"features": [], **message}, "features", _features)
+    features = field(message, "features", wirefields.features, [])
+    dns, search = field(message, "dns", _dns, ((), ()))
     return Config(
-        address=_field(message, "address", ipaddress.IPv4Interface),
-        server_address=_field(message, "server_address", ipaddress.IPv4Address),
-        mtu=_field(message, "mtu", _mtu),
-        routes=_field({"routes": [], **message}, "routes", _routes),
+        address=field(message, "address", ipaddress.IPv4Interface),
+        server_address=field(message, "server_address", ipaddress.IPv4Address),
+        mtu=field(message, "mtu", wirefields.mtu),
+        routes=field(message, "routes", wirefields.routes, ()),
         keepalive=keepalive,
         dead_peer=dead_peer,
         offload=FEATURE_OFFLOAD in features,
         tap=FEATURE_TAP in features,
+        dns=dns,
+        search=search,
     )
 
 
@@ -305,7 +300,10 @@ SERVER_EXPECTS = {
 }
 CLIENT_EXPECTS = {
     "config": frozenset({MsgType.CONFIG, MsgType.ERROR, MsgType.BYE}),
-    "data": frozenset({MsgType.DATA, MsgType.KEEPALIVE, MsgType.BYE, MsgType.ERROR}),
+    # CONFIG again in the data phase: an update after the gateway reloaded its settings
+    "data": frozenset(
+        {MsgType.DATA, MsgType.KEEPALIVE, MsgType.BYE, MsgType.ERROR, MsgType.CONFIG}
+    ),
 }
 
 

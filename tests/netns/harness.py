@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +23,8 @@ POOL = "10.203.0.0/24"
 LAN = "10.202.0.0/24"
 GATEWAY_LAN = "10.202.0.1"
 HOST = "10.202.0.2"
+ETC_NETNS = Path("/etc/netns")
+RESOLV_CONF = "# the testbed's own resolver file for this namespace\nnameserver 10.202.0.99\n"
 
 
 def sh(*argv: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -74,6 +77,7 @@ class Testbed:
     namespaces: list[str] = field(default_factory=list)
     processes: list[VpnProcess] = field(default_factory=list)
     clients: dict[str, str] = field(default_factory=dict)  # name -> ns
+    etc_dirs: list[Path] = field(default_factory=list)  # /etc/netns/NS made by us
 
     @property
     def gateway(self) -> str:
@@ -117,7 +121,16 @@ class Testbed:
             self.gateway, f"wan{index}", f"10.201.{index}.1/24", ns, "eth0", f"10.201.{index}.2/24"
         )
         self.clients[name] = ns
+        self._private_resolv_conf(ns)
         return f"10.201.{index}.1"
+
+    def _private_resolv_conf(self, ns: str) -> None:
+        """/etc/netns/NS/resolv.conf, which `ip netns exec` mounts over /etc/resolv.conf: without
+        it a client in NS would see (and could change) the host's resolver."""
+        directory = ETC_NETNS / ns
+        directory.mkdir(parents=True, exist_ok=False)
+        self.etc_dirs.append(directory)
+        (directory / "resolv.conf").write_text(RESOLV_CONF)
 
     def run(self, ns: str, *argv: str, timeout: float = 30, check: bool = False):
         return sh("ip", "netns", "exec", ns, *argv, timeout=timeout, check=check)
@@ -130,8 +143,11 @@ class Testbed:
         return result.returncode == 0
 
     def spawn(self, ns: str, name: str, args: Sequence[str]) -> VpnProcess:
+        return self.spawn_command(ns, name, [sys.executable, "-m", "vpn", *args])
+
+    def spawn_command(self, ns: str, name: str, command: Sequence[str]) -> VpnProcess:
         log = self.workdir / f"{name}.log"
-        argv = ["ip", "netns", "exec", ns, sys.executable, "-m", "vpn", *args]
+        argv = ["ip", "netns", "exec", ns, *command]
         with log.open("ab") as out:
             popen = subprocess.Popen(
                 argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -153,6 +169,9 @@ class Testbed:
         for ns in reversed(self.namespaces):
             sh("ip", "netns", "del", ns, check=False)
         self.namespaces.clear()
+        for directory in self.etc_dirs:
+            shutil.rmtree(directory, ignore_errors=True)
+        self.etc_dirs.clear()
 
     def leftovers(self) -> list[str]:
         listed = sh("ip", "netns", "list").stdout

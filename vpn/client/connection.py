@@ -19,87 +19,22 @@ from pathlib import Path
 from typing import Any
 
 from vpn import control, log, protocol
+from vpn.client import resolver
+from vpn.client.link import Link
 from vpn.client.login import certificate_name, read_password
 from vpn.client.tunnel import Tunnel
 from vpn.config import ClientConfig, parse_endpoint, require_tls_files
 from vpn.credentials import tls
-from vpn.datapath.channel import Channel
 from vpn.datapath.counters import Counters
 from vpn.datapath.handshake import handshake, tune_socket
 from vpn.datapath.keepalive import keep_alive
 from vpn.errors import ConfigError, Disconnected, ProtocolError, Refused
 from vpn.iface.tun import supports_offload
-from vpn.iface.tun_writes import explain_write_error
 from vpn.protocol import MsgType
 
 TUN_READ = 65536 + 64
 TUN_BUDGET = 128
 MAX_BACKLOG = 1 << 20
-
-
-class Link(Channel):
-    """The client's one connection to the gateway."""
-
-    def __init__(self, client: Client, sock: ssl.SSLSocket) -> None:
-        super().__init__(client.loop, sock)
-        self.client = client
-        self.phase = "config"
-        self.configured: asyncio.Future[protocol.Config] = client.loop.create_future()
-        self.ended: asyncio.Future[str] = client.loop.create_future()
-
-    def on_control(self, kind: int, payload: memoryview) -> None:
-        msg = protocol.check_order(protocol.CLIENT_EXPECTS, self.phase, kind)
-        if msg == MsgType.CONFIG:
-            config = protocol.decode_config(payload)
-            self.phase = "data"
-            if not self.configured.done():
-                self.configured.set_result(config)
-        elif msg in (MsgType.ERROR, MsgType.BYE):
-            reason, retry = protocol.decode_reason(payload)
-            text = f"gateway {'refused us' if msg == MsgType.ERROR else 'said goodbye'}: {reason}"
-            if not retry:
-                self._fail(Refused(text))
-            self.close(text, send_error=False)
-
-    def on_packets(self, packets: list[memoryview]) -> None:
-        if self.phase != "data":
-            raise ProtocolError("DATA out of order: expected CONFIG (config phase)")
-        tun = self.client.tunnel.tun
-        if tun is None:  # CONFIG came, and the TUN it asks for is not open yet
-            self.counters.dropped_queue += len(packets)
-            return
-        fd, write = tun.fd, os.write
-        for packet in packets:
-            try:
-                write(fd, packet)
-            except BlockingIOError:
-                self.counters.dropped_queue += 1
-            except OSError as exc:
-                self.counters.dropped_invalid += 1
-                if self.counters.dropped_invalid == 1:
-                    log.warn("drop", why=explain_write_error(exc, packet, tun=tun))
-
-    def on_drained(self) -> None:
-        self.client.resume_tun()
-
-    def _fail(self, exc: BaseException) -> None:
-        if not self.configured.done():
-            self.configured.set_exception(exc)
-        if not self.ended.done():
-            self.ended.set_exception(exc)
-
-    def on_closed(self, reason: str) -> None:
-        if self.phase == "config" and _looks_like_refusal(reason):
-            self._fail(Refused(f"gateway refused us during login: {reason}"))
-        self._fail(Disconnected(reason))
-        self.client.on_link_closed(self)
-
-
-def _looks_like_refusal(reason: str) -> bool:
-    """TLS 1.3: the server checks our certificate after our handshake is done; its verdict
-    arrives as an alert on our first read."""
-    words = ("certificate", "alert", "unknown ca", "revoked", "expired")
-    return any(w in reason.lower() for w in words)
 
 
 class Client:
@@ -120,7 +55,7 @@ class Client:
         self.password = read_password(config)
         self.loop = asyncio.get_running_loop()
         self.link: Link | None = None
-        self.tunnel = Tunnel(config.tun)
+        self.tunnel = Tunnel(config.tun, self._resolver if config.dns else None)
         self.reading_tun = False
         self.state = "connecting"
         self.reconnects = 0
@@ -130,6 +65,27 @@ class Client:
         self.stopping = asyncio.Event()
         # pyroute2 runs its own event loop per thread: netlink work gets a thread of its own.
         self.netlink = ThreadPoolExecutor(1, thread_name_prefix="netlink")
+
+    def _resolver(self, ifname: str) -> resolver.Resolver:
+        return resolver.choose(
+            Path(self.config.resolv_conf), Path(self.config.dns_state_dir), ifname
+        )
+
+    def on_update(self, link: Link, config: protocol.Config) -> None:
+        """A CONFIG in the data phase: new routes or name servers, same address and device."""
+        applied = self.tunnel.applied
+        if applied is not None and not applied.same_link(config):
+            link.close(
+                "the gateway changed the address, MTU or mode of a live tunnel: reconnecting"
+            )
+            return
+        task = self.loop.run_in_executor(self.netlink, self.tunnel.apply, config)
+        task.add_done_callback(self._updated)
+
+    def _updated(self, task: asyncio.Future[None]) -> None:
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self.last_error = str(exc)
+            log.error("update_failed", reason=str(exc))
 
     # -- one connection ------------------------------------------------------------------------
     async def connect(self) -> Link:
@@ -284,6 +240,9 @@ class Client:
             "tun": self.tunnel.tun.name if self.tunnel.tun else "",
             "address": str(applied.address) if (applied := self.tunnel.applied) else "",
             "routes": [str(r) for r in applied.routes] if applied else [],
+            "dns": [str(a) for a in applied.dns] if applied else [],
+            "search": list(applied.search) if applied else [],
+            "updates": self.tunnel.updates,
             "connected_since": link.connected_at if link else None,
             "reconnects": self.reconnects,
             "last_error": self.last_error,
@@ -291,6 +250,9 @@ class Client:
         }
 
     async def run(self) -> int:
+        # A previous run that crashed may have left its name servers: always put them back.
+        saved = resolver.ResolvConf(Path(self.config.resolv_conf), Path(self.config.dns_state_dir))
+        saved.recover()
         status = await control.serve(self.config.control, self.status, role="client")
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.stopping.set)

@@ -1,28 +1,43 @@
-"""The client's end of the tunnel: the TUN (or TAP) device, its address and the routes the
-gateway's CONFIG asks for. It outlives a broken connection: while the client reconnects, traffic
-for the tunnel has nowhere else to go (no leak into the clear)."""
+"""The client's end of the tunnel: the TUN (or TAP) device, its address, the routes and the name
+servers the gateway's CONFIG asks for. It outlives a broken connection: while the client
+reconnects, traffic for the tunnel has nowhere else to go (no leak into the clear). A CONFIG
+that changes only routes or name servers (a reload on the gateway) is applied as a difference,
+through the same undo stack, with the device and its address left as they are."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from ipaddress import IPv4Network
+
 from vpn import log, protocol
+from vpn.client.resolver import Resolver
+from vpn.errors import ResolverError
 from vpn.iface.netconf import NetConf
 from vpn.iface.tun import Tun, open_tun
 
+ResolverFactory = Callable[[str], Resolver]  # the TUN's name → where name servers go
+
 
 class Tunnel:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, resolver: ResolverFactory | None = None) -> None:
         self.name = name  # the device name or pattern (--tun)
         self.tun: Tun | None = None
         self.net: NetConf | None = None
         self.applied: protocol.Config | None = None
+        self.resolver_for = resolver  # None: --no-dns
+        self.resolver: Resolver | None = None
+        self.updates = 0  # CONFIGs applied as a difference (routes, name servers)
 
     def apply(self, config: protocol.Config) -> None:
-        """Configure the TUN and routes; kept as they are when a reconnect pushes the same.
+        """Configure the TUN, routes and name servers; a CONFIG with the same address, MTU and
+        features only changes what differs.
 
-        Runs in the netlink thread, with the TUN reader paused.
+        Runs in the netlink thread, with the TUN reader paused (or untouched, for an update).
         """
         if self.applied == config:
             return
+        if self.applied is not None and self.tun is not None and self.applied.same_link(config):
+            return self._update(config)
         self.teardown()
         stack = NetConf()
         try:
@@ -36,13 +51,13 @@ class Tunnel:
             stack.disable_ipv6(tun.name)
             stack.add_address(tun.name, str(config.address))
             stack.set_link(tun.name, up=True, mtu=config.mtu)
-            for route in config.routes:
-                if not route.subnet_of(config.address.network):  # else already on the link
-                    stack.add_route(str(route), dev=tun.name)
+            for route in self._own(config, config.routes):
+                stack.add_route(str(route), dev=tun.name)
         except BaseException:
             self.teardown()
             raise
         self.applied = config
+        self._dns(config)
         log.event(
             "configured",
             tun=tun.name,
@@ -52,8 +67,58 @@ class Tunnel:
             offload=config.offload,
         )
 
+    @staticmethod
+    def _own(config: protocol.Config, routes: Sequence[IPv4Network]) -> list[IPv4Network]:
+        """The routes that need a route entry (those inside the tunnel's subnet are on-link)."""
+        return [r for r in routes if not r.subnet_of(config.address.network)]
+
+    def _update(self, config: protocol.Config) -> None:
+        old = self.applied
+        assert old is not None and self.net is not None and self.tun is not None
+        gone = [r for r in self._own(old, old.routes) if r not in config.routes]
+        new = [r for r in self._own(config, config.routes) if r not in old.routes]
+        for route in gone:
+            self.net.del_route(str(route))
+        for route in new:
+            self.net.add_route(str(route), dev=self.tun.name)
+        self.applied = config
+        if (old.dns, old.search) != (config.dns, config.search):
+            self._dns(config)
+        self.updates += 1
+        log.event(
+            "updated",
+            tun=self.tun.name,
+            added=",".join(map(str, new)) or "-",
+            removed=",".join(map(str, gone)) or "-",
+            dns=",".join(map(str, config.dns)) or "-",
+        )
+
+    def _dns(self, config: protocol.Config) -> None:
+        """Name servers into the resolver, or the resolver back when none are pushed. A refusal
+        (the host's resolv.conf) or a failure leaves the tunnel up, and is logged."""
+        if self.resolver_for is None or self.tun is None:
+            return
+        try:
+            if not config.dns and not config.search:
+                self._restore_dns()
+                return
+            if self.resolver is None:
+                self.resolver = self.resolver_for(self.tun.name)
+            self.resolver.apply(config.dns, config.search)
+        except ResolverError as exc:
+            log.warn("dns_not_applied", reason=str(exc))
+
+    def _restore_dns(self) -> None:
+        if self.resolver is not None:
+            try:
+                self.resolver.restore()
+            except ResolverError as exc:
+                log.error("dns_restore_failed", reason=str(exc))
+            self.resolver = None
+
     def teardown(self) -> None:
         """Undo apply (in the netlink thread; the TUN reader is already paused)."""
+        self._restore_dns()
         if self.net is not None:
             self.net.close()
             self.net = None

@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 from vpn import protocol
 from vpn.credentials import tls
-from vpn.datapath.counters import Counters
+from vpn.datapath.counters import BATCHES, Counters
 from vpn.errors import ProtocolError
 from vpn.protocol import HEADER, HEADER_LEN, MsgType
 
@@ -156,6 +156,7 @@ class Channel:
             packets, control, self.start, need = walk(view, self.start, end)
             if packets:  # in order: packets before a control frame are delivered first
                 self.counters.rx_packets += len(packets)
+                BATCHES.observe(len(packets))
                 self.on_packets(packets)
                 if self.closed:
                     return

@@ -32,3 +32,23 @@ class Counters:
         for other in others:
             total.add(other)
         return total
+
+
+BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)  # batch sizes: powers of two, then +Inf
+
+
+class BatchSizes:
+    """How many packets each read of a peer's TLS stream handed over: one list index and two
+    additions per batch (never per packet); the metrics collector reads it at scrape time."""
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(BUCKETS) + 1)  # per bucket (not cumulative); last: above 256
+        self.sum = 0
+
+    def observe(self, packets: int) -> None:
+        index = (packets - 1).bit_length() if packets > 0 else 0
+        self.counts[min(index, len(BUCKETS))] += 1
+        self.sum += packets
+
+
+BATCHES = BatchSizes()  # one per process: the channel's walk records into it

@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from vpn import log, protocol
-from vpn.config import ServerConfig, parse_client_subnets, parse_endpoint, require_tls_files
+from vpn.config import (
+    ServerConfig,
+    parse_client_subnets,
+    parse_endpoint,
+    parse_pushed,
+    require_tls_files,
+)
 from vpn.credentials import tls
 from vpn.credentials.passwords import PasswordFile
 from vpn.datapath.counters import Counters
@@ -41,9 +47,9 @@ class Gateway:
         self.bind = parse_endpoint(config.listen, "--listen")
         try:
             self.pool = AddressPool(ipaddress.IPv4Network(config.pool))
-            self.pushed_routes = tuple(ipaddress.IPv4Network(r) for r in config.route)
         except ValueError as exc:
-            raise ConfigError(f"--pool/--route: {exc}") from None
+            raise ConfigError(f"--pool: {exc}") from None
+        self.pushed = parse_pushed(config)  # routes and name servers; a reload changes them
         self.client_subnets = parse_client_subnets(config.client_subnet)
         self.prefixlen = self.pool.network.prefixlen
         self.tap = config.tap
@@ -63,6 +69,8 @@ class Gateway:
         self.loop = asyncio.get_running_loop()
         self.table = SessionTable()
         self.handshaking = 0
+        self.handshakes = 0  # TLS handshakes begun
+        self.failures: dict[str, int] = {}  # handshakes and logins that failed, by reason
         self.counters = Counters()
         self.admission = AdmissionCounters()
         self.limits, self.throttle = limits_from(config, self.admission)
@@ -108,6 +116,7 @@ class Gateway:
     async def handshake(self, conn: socket.socket, peer: str) -> Session | None:
         timeout = self.config.handshake_timeout
         self.handshaking += 1
+        self.handshakes += 1
         try:
             self.reload_crl()
             sslsock = self.context.wrap_socket(
@@ -115,6 +124,7 @@ class Gateway:
             )
         except (OSError, ssl.SSLError) as exc:
             self.handshaking -= 1
+            self.failed("tls")
             log.warn("auth_failed", peer=peer, reason=str(exc))
             conn.close()
             return None
@@ -122,12 +132,14 @@ class Gateway:
             await asyncio.wait_for(handshake(self.loop, sslsock), timeout)
             identity = tls.peer_identity(sslsock)
         except TimeoutError:
+            self.failed("timeout")
             log.warn(
                 "auth_failed", peer=peer, reason=f"TLS handshake not finished within {timeout:g} s"
             )
             sslsock.close()
             return None
         except (OSError, ssl.SSLError, ValueError) as exc:
+            self.failed("certificate" if isinstance(exc, ssl.SSLError) else "tls")
             log.warn("auth_failed", peer=peer, reason=tls.explain(exc, sslsock))
             sslsock.close()
             return None
@@ -146,6 +158,7 @@ class Gateway:
             on_gone=self.forget,
         )
         if len(self.table) >= self.config.max_clients:
+            self.failed("server_full")
             log.warn("refused", peer=peer, identity=identity, reason="server full")
             session.close(
                 f"server full: {self.config.max_clients} clients connected (--max-clients)"
@@ -202,19 +215,9 @@ class Gateway:
         )
         self.table.add(session, address)
         self._logged_in(session)
-        config = protocol.Config(
-            address=ipaddress.IPv4Interface(f"{address}/{self.prefixlen}"),
-            server_address=self.pool.server_address,
-            mtu=self.config.mtu,
-            routes=self.pushed_routes,
-            keepalive=self.config.keepalive,
-            dead_peer=self.config.dead_peer,
-            offload=bool(self.offset),
-            tap=self.tap,
-        )
         session.phase = "data"
         session.deadline.cancel()
-        session.send_frame(config.encode())
+        session.send_frame(self.config_for(address).encode())
         fields: dict[str, Any] = {"identity": session.identity, "address": str(address)}
         fields["peer"] = session.peer
         if session.user:
@@ -223,7 +226,26 @@ class Gateway:
             fields["subnets"] = ",".join(map(str, session.subnets))
         log.event("connect", **fields)
 
+    def config_for(self, address: ipaddress.IPv4Address) -> protocol.Config:
+        """The CONFIG of the client leased `address`: at login, and again after a reload."""
+        return protocol.Config(
+            address=ipaddress.IPv4Interface(f"{address}/{self.prefixlen}"),
+            server_address=self.pool.server_address,
+            mtu=self.config.mtu,
+            routes=self.pushed.routes,
+            keepalive=self.config.keepalive,
+            dead_peer=self.config.dead_peer,
+            offload=bool(self.offset),
+            tap=self.tap,
+            dns=self.pushed.dns,
+            search=self.pushed.search,
+        )
+
+    def failed(self, reason: str) -> None:
+        self.failures[reason] = self.failures.get(reason, 0) + 1
+
     def _refuse(self, session: Session, reason: str) -> None:
+        self.failed("refused")
         log.warn("auth_failed", peer=session.peer, identity=session.identity, reason=reason)
         session.close(f"authentication failed: {reason}", retry=False)
 
@@ -231,6 +253,7 @@ class Gateway:
         """Refused before scrypt runs. retry=True: the client keeps its own reconnect backoff,
         and a right password gets in once the wait is over."""
         self.admission.auth_throttled += 1
+        self.failed("throttled")
         reason = throttled_reason(user, source, wait)
         log.warn("auth_throttled", peer=session.peer, identity=session.identity, reason=reason)
         session.close(f"authentication failed: {reason}", retry=True)

@@ -1,7 +1,8 @@
 """The gateway's run: set up the machine, wire the event loop, wait for a stop, undo it all.
 
 Apart from `gateway` because it is plumbing, not policy: which readers, signals and timers the
-loop holds, and that each is removed again (an ExitStack), whatever ends the run.
+loop holds (SIGHUP and `vpn reload` → `vpn.server.reload`; the metrics endpoint), and that each
+is removed again (an ExitStack), whatever ends the run.
 """
 
 from __future__ import annotations
@@ -16,18 +17,19 @@ from vpn.config import ServerConfig
 from vpn.datapath.keepalive import keep_alive
 from vpn.iface.netconf import NetConf
 from vpn.protocol import MsgType
-from vpn.server import host, identity
+from vpn.server import host, identity, metrics
 from vpn.server.acceptor import Acceptor
 from vpn.server.gateway import Gateway
+from vpn.server.reload import Reread, reload
 from vpn.server.revocation import CRL_POLL, every
 
 
-async def serve(config: ServerConfig) -> None:
-    """Run a gateway until SIGTERM or SIGINT."""
-    await run(Gateway(config))
+async def serve(config: ServerConfig, reread: Reread | None = None) -> None:
+    """Run a gateway until SIGTERM or SIGINT; `reread` loads the settings again on reload."""
+    await run(Gateway(config), reread)
 
 
-async def run(gateway: Gateway) -> None:
+async def run(gateway: Gateway, reread: Reread | None = None) -> None:
     """Open the device, listen, serve until stopped; every change undone on the way out."""
     config, pool = gateway.config, gateway.pool
     # pyroute2 runs its own event loop per thread: all netlink work happens on one thread
@@ -43,8 +45,13 @@ async def run(gateway: Gateway) -> None:
         with contextlib.ExitStack() as stack:
             listener = stack.enter_context(host.listen(*gateway.bind))
             kill = functools.partial(identity.kill, gateway.table)
-            status = await control.serve(config.control, gateway.status, {"kill": kill})
+            live = functools.partial(reload, gateway, reread)
+            commands: dict[str, control.Handler] = {"kill": kill, "reload": lambda _: live()}
+            status = await control.serve(config.control, gateway.status, commands)
             stack.callback(status.close)
+            if config.metrics:
+                scrape = await metrics.serve(config.metrics, metrics.registry_for(gateway))
+                stack.callback(scrape.close)
             gateway.loop.add_reader(device.fd, forwarder.from_device)
             stack.callback(gateway.loop.remove_reader, device.fd)
             acceptor = Acceptor(gateway.loop, listener, gateway.limits, gateway.on_accept)
@@ -53,7 +60,7 @@ async def run(gateway: Gateway) -> None:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 gateway.loop.add_signal_handler(sig, gateway.stopping.set)
                 stack.callback(gateway.loop.remove_signal_handler, sig)
-            gateway.loop.add_signal_handler(signal.SIGHUP, gateway.reload_crl, True)
+            gateway.loop.add_signal_handler(signal.SIGHUP, live)
             stack.callback(gateway.loop.remove_signal_handler, signal.SIGHUP)
             watch = gateway.loop.create_task(every(CRL_POLL, gateway.reload_crl))
             stack.callback(watch.cancel)
