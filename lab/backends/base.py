@@ -93,6 +93,9 @@ class Backend(abc.ABC):
     """
 
     name: str
+    # Bytes the runtime's own encapsulation takes from every lab link's MTU (an overlay's
+    # VXLAN: 50); the tunnel's MTU is lowered by as much, so a full tunnel packet still fits.
+    link_overhead: int = 0
 
     def __init__(self, topology: Topology, run_id: str, workdir: Path) -> None:
         self.topology = topology
