@@ -1,0 +1,158 @@
+"""Bringing a swarm lab up and down: the compose networks as attachable overlay networks with
+the same subnets (internal stays internal), each node a standalone container on the engine its
+placement names — not a swarm service, which cannot map /dev/net/tun — then the Docker
+backend's health wait. down() removes by label on every engine, so it works from any process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+import docker
+import docker.errors
+from docker.types import IPAMConfig, IPAMPool
+
+from lab.backends.base import require_root, require_tun
+from lab.backends.docker.engine import NETWORK, PROJECT, SERVICE, owner
+from lab.backends.docker.lifecycle import DEFAULT_IMAGE, DockerLifecycle
+from lab.backends.swarm.engines import ensure_image
+from lab.backends.swarm.nodes import ENGINE_LABEL, SWARM_LABEL, SwarmNodes
+from lab.backends.swarm.placement import place, requested_places
+from lab.model import LabError, Node
+
+if TYPE_CHECKING:
+    from docker.models.networks import Network as DockerNetwork
+
+
+class SwarmLifecycle(SwarmNodes, DockerLifecycle):
+    """up() and down() of the swarm backend."""
+
+    def preflight(self) -> None:
+        require_root("the swarm lab's captures and cable cuts (in each engine's overlay namespace)")
+        require_tun()
+        self.engines()  # every engine answers and is in the swarm, or one line says what to do
+
+    def up(self) -> None:
+        self.preflight()
+        image = os.environ.get("VPNLAB_IMAGE", DEFAULT_IMAGE)
+        ensure_image(image, self.engines(), self.engine_urls())
+        placement = place(self.topology, list(self.engines()), requested_places())
+        for sub in ("run", "logs", "captures"):
+            (self.workdir / sub).mkdir(parents=True, exist_ok=True)
+        (self.workdir / "placement.json").write_text(json.dumps(placement, indent=1) + "\n")
+        manager = self.engine()
+        self._wait_for_other_labs(manager, time.monotonic() + self.wait_for_other)
+        self._check_subnets(manager)
+        me = owner(os.getpid()) or ""
+        for network in self.topology.networks.values():
+            manager.networks.create(
+                f"{self.project}_{network.name}",
+                driver="overlay",
+                attachable=True,
+                internal=network.internal,
+                ipam=IPAMConfig(pool_configs=[IPAMPool(subnet=str(network.subnet))]),
+                labels={PROJECT: self.project, NETWORK: network.name, SWARM_LABEL: "1",
+                        "vpnlab.owner": me},
+            )  # fmt: skip
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            jobs = [
+                pool.submit(self._start_node, node, placement[node.name], image)
+                for node in self.topology.nodes.values()
+            ]
+            for job in jobs:
+                job.result()
+        self._wait_healthy()
+
+    def _start_node(self, node: Node, engine: str, image: str) -> None:
+        """Create node's container on engine, attach it to its networks at its addresses, start."""
+        api = self.engines()[engine].api
+        nets = [f"{self.project}_{a.network}" for a in node.attachments]
+        host_config = api.create_host_config(
+            binds={str(self.workdir.resolve()): {"bind": "/lab", "mode": "rw"}},
+            cap_add=list(node.cap_add) or None,
+            devices=list(node.devices) or None,
+            sysctls=dict(node.sysctls) or None,
+            init=True,
+            network_mode=nets[0] if nets else "none",
+        )
+        first = node.attachments[0] if node.attachments else None
+        networking = (
+            api.create_networking_config(
+                {nets[0]: api.create_endpoint_config(ipv4_address=str(first.address))}
+            )
+            if first
+            else None
+        )
+        labels = {
+            **node.labels, PROJECT: self.project, SERVICE: node.name, SWARM_LABEL: "1",
+            ENGINE_LABEL: engine,
+        }  # fmt: skip
+        created = api.create_container(
+            image,
+            command=list(node.command) or None,
+            name=f"{self.project}-{node.name}",
+            labels=labels,
+            host_config=host_config,
+            networking_config=networking,
+            stop_signal="SIGTERM",
+        )
+        api.start(created["Id"])
+        # Further networks once it runs: an attachable overlay's attachment to a container
+        # that is only created times out on the manager.
+        for net, attachment in zip(nets[1:], node.attachments[1:], strict=True):
+            api.connect_container_to_network(
+                created["Id"], net, ipv4_address=str(attachment.address)
+            )
+
+    def down(self) -> None:
+        try:
+            clients = self.engines()
+        except LabError:
+            return  # no swarm answers: it runs nothing of ours either
+        self._containers.clear()
+        self._interfaces.clear()
+        wanted = {"label": f"{PROJECT}={self.project}"}
+        for client in clients.values():
+            for box in client.containers.list(all=True, filters=wanted):
+                with contextlib.suppress(docker.errors.NotFound):
+                    box.remove(force=True, v=True)
+        problems = []
+        deadline = time.monotonic() + 30
+        for network in self._project_networks(self.engine()):
+            while True:
+                try:
+                    network.remove()
+                    break
+                except docker.errors.NotFound:
+                    break
+                except docker.errors.APIError as exc:
+                    # A worker's endpoints go a moment after its containers.
+                    if time.monotonic() > deadline:
+                        problems.append(f"network {network.name}: {exc}")
+                        break
+                    time.sleep(0.5)
+        if problems:
+            raise LabError(f"could not remove swarm lab {self.project}: {'; '.join(problems)}")
+
+    def _overlapping(self, client: docker.DockerClient) -> list[DockerNetwork]:
+        """Swarm networks of other labs on the lab's subnets (an engine's local bridges are in
+        another address space: a Docker lab on the same engine does not clash)."""
+        ours = [n.subnet for n in self.topology.networks.values()]
+        found = []
+        for net in client.networks.list(filters={"driver": "overlay"}):
+            labels = net.attrs.get("Labels") or {}
+            if labels.get(PROJECT) == self.project or net.attrs.get("Scope") != "swarm":
+                continue
+            for config in (net.attrs.get("IPAM") or {}).get("Config") or ():
+                with contextlib.suppress(ValueError):
+                    subnet = ipaddress.ip_network(config.get("Subnet", ""), strict=False)
+                    if subnet.version == 4 and any(subnet.overlaps(o) for o in ours):
+                        found.append(net)
+                        break
+        return found
