@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     import testinfra.host
 
 TUN = Path("/dev/net/tun")
+# NODE=ENGINE,… : where a backend that spreads nodes over several engines (swarm) runs a node;
+# `--place` of `vpnlab up` and `vpnlab scenario run` sets it.
+PLACE_ENV = "VPNLAB_PLACE"
 
 
 class ExecTimeout(LabError, subprocess.TimeoutExpired):

@@ -60,14 +60,23 @@ class SwarmLifecycle(SwarmNodes, DockerLifecycle):
                 labels={PROJECT: self.project, NETWORK: network.name, SWARM_LABEL: "1",
                         "vpnlab.owner": me},
             )  # fmt: skip
-        with ThreadPoolExecutor(max_workers=8) as pool:
+        # One thread per engine, its nodes one after the other: concurrent attachments of one
+        # engine's containers to an overlay it has not joined yet time out on the manager.
+        per_engine: dict[str, list[Node]] = {}
+        for node in self.topology.nodes.values():
+            per_engine.setdefault(placement[node.name], []).append(node)
+        with ThreadPoolExecutor(max_workers=max(1, len(per_engine))) as pool:
             jobs = [
-                pool.submit(self._start_node, node, placement[node.name], image)
-                for node in self.topology.nodes.values()
+                pool.submit(self._start_nodes, nodes, engine, image)
+                for engine, nodes in per_engine.items()
             ]
             for job in jobs:
                 job.result()
         self._wait_healthy()
+
+    def _start_nodes(self, nodes: list[Node], engine: str, image: str) -> None:
+        for node in nodes:
+            self._start_node(node, engine, image)
 
     def _start_node(self, node: Node, engine: str, image: str) -> None:
         """Create node's container on engine, attach it to its networks at its addresses, start."""
@@ -137,8 +146,12 @@ class SwarmLifecycle(SwarmNodes, DockerLifecycle):
                         problems.append(f"network {network.name}: {exc}")
                         break
                     time.sleep(0.5)
-        if problems:
-            raise LabError(f"could not remove swarm lab {self.project}: {'; '.join(problems)}")
+        # The manager forgets a removed overlay a moment later; the next lab checks its subnets.
+        while self._project_networks(self.engine()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if problems or self._project_networks(self.engine()):
+            detail = "; ".join(problems) or "its overlay networks remain"
+            raise LabError(f"could not remove swarm lab {self.project}: {detail}")
 
     def _overlapping(self, client: docker.DockerClient) -> list[DockerNetwork]:
         """Swarm networks of other labs on the lab's subnets (an engine's local bridges are in

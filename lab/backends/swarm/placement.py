@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 
+from lab.backends.base import PLACE_ENV
 from lab.model import LabError, Topology
 
 PLACE_LABEL = "vpnlab.place"
-PLACE_ENV = "VPNLAB_PLACE"
 
 
 def parse_places(text: str) -> dict[str, str]:
