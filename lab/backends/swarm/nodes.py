@@ -70,7 +70,6 @@ class SwarmNodes(DockerNodes):
         return self._containers[node]
 
     def bridge(self, network: str) -> str:
-        raise LabError(
-            f"network {network} is an overlay spread over engines: it has no host bridge "
-            "(capture and link verbs use each engine's overlay namespace)"
-        )
+        """An overlay has no host bridge (each engine has one, br0, in its overlay namespace):
+        the overlay network's name, which is what `vpnlab inspect` shows."""
+        return f"{self._network(network).name} (overlay)"
