@@ -81,7 +81,13 @@ def container_kb(backend: Backend, node: str) -> int:
 
 
 def sessions(backend: Backend, tunnel: Tunnel) -> int:
-    status = tunnel.status(tunnel.gateway.name) or {}
+    """Sessions the gateway lists (0 while its status socket is too busy to answer)."""
+    argv = [*backend.vpn_argv(), "status", "--json"]
+    try:
+        done = backend.exec(tunnel.gateway.name, argv, timeout=30)
+        status = json.loads(done.stdout) if done.returncode == 0 else {}
+    except (LabError, ValueError):
+        return 0
     return len(status.get("clients") or [])
 
 
