@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     from docker.models.networks import Network as DockerNetwork
 
 
+ATTACH_ATTEMPTS = 4
+
+
 class SwarmLifecycle(SwarmNodes, DockerLifecycle):
     """up() and down() of the swarm backend."""
 
@@ -70,8 +73,11 @@ class SwarmLifecycle(SwarmNodes, DockerLifecycle):
                 pool.submit(self._start_nodes, nodes, engine, image)
                 for engine, nodes in per_engine.items()
             ]
-            for job in jobs:
-                job.result()
+            try:
+                for job in jobs:
+                    job.result()
+            except docker.errors.APIError as exc:
+                raise LabError(f"swarm lab {self.project}: {exc.explanation or exc}") from None
         self._wait_healthy()
 
     def _start_nodes(self, nodes: list[Node], engine: str, image: str) -> None:
@@ -111,13 +117,26 @@ class SwarmLifecycle(SwarmNodes, DockerLifecycle):
             networking_config=networking,
             stop_signal="SIGTERM",
         )
-        api.start(created["Id"])
+        for attempt in range(ATTACH_ATTEMPTS):
+            try:
+                api.start(created["Id"])
+                break
+            except docker.errors.APIError as exc:
+                # The manager's attachment of a busy engine to an overlay can time out; again.
+                if "attaching to network failed" not in str(exc) or attempt == ATTACH_ATTEMPTS - 1:
+                    raise LabError(
+                        f"node {node.name} would not start on engine {engine}: {exc.explanation}"
+                    ) from None
+                time.sleep(1 + attempt)
         # Further networks once it runs: an attachable overlay's attachment to a container
         # that is only created times out on the manager.
         for net, attachment in zip(nets[1:], node.attachments[1:], strict=True):
-            api.connect_container_to_network(
-                created["Id"], net, ipv4_address=str(attachment.address)
-            )
+            try:
+                api.connect_container_to_network(
+                    created["Id"], net, ipv4_address=str(attachment.address)
+                )
+            except docker.errors.APIError as exc:
+                raise LabError(f"node {node.name}: cannot join {net}: {exc.explanation}") from None
 
     def down(self) -> None:
         try:
