@@ -10,6 +10,7 @@ import contextlib
 import ipaddress
 import json
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
@@ -30,7 +31,9 @@ if TYPE_CHECKING:
     from docker.models.networks import Network as DockerNetwork
 
 
-ATTACH_ATTEMPTS = 4
+ATTACH_ATTEMPTS = 6
+# What an engine says while the overlay it is asked to attach to is still reaching it.
+NOT_YET = ("attaching to network failed", "not found")
 
 
 class SwarmLifecycle(SwarmNodes, DockerLifecycle):
@@ -68,9 +71,10 @@ class SwarmLifecycle(SwarmNodes, DockerLifecycle):
         per_engine: dict[str, list[Node]] = {}
         for node in self.topology.nodes.values():
             per_engine.setdefault(placement[node.name], []).append(node)
+        failed = threading.Event()
         with ThreadPoolExecutor(max_workers=max(1, len(per_engine))) as pool:
             jobs = [
-                pool.submit(self._start_nodes, nodes, engine, image)
+                pool.submit(self._start_nodes, nodes, engine, image, failed)
                 for engine, nodes in per_engine.items()
             ]
             try:
@@ -80,9 +84,18 @@ class SwarmLifecycle(SwarmNodes, DockerLifecycle):
                 raise LabError(f"swarm lab {self.project}: {exc.explanation or exc}") from None
         self._wait_healthy()
 
-    def _start_nodes(self, nodes: list[Node], engine: str, image: str) -> None:
-        for node in nodes:
-            self._start_node(node, engine, image)
+    def _start_nodes(
+        self, nodes: list[Node], engine: str, image: str, failed: threading.Event
+    ) -> None:
+        """Start nodes on engine one after the other; stop early once another engine failed."""
+        try:
+            for node in nodes:
+                if failed.is_set():
+                    return
+                self._start_node(node, engine, image)
+        except BaseException:
+            failed.set()
+            raise
 
     def _start_node(self, node: Node, engine: str, image: str) -> None:
         """Create node's container on engine, attach it to its networks at its addresses, start."""
@@ -122,8 +135,10 @@ class SwarmLifecycle(SwarmNodes, DockerLifecycle):
                 api.start(created["Id"])
                 break
             except docker.errors.APIError as exc:
-                # The manager's attachment of a busy engine to an overlay can time out; again.
-                if "attaching to network failed" not in str(exc) or attempt == ATTACH_ATTEMPTS - 1:
+                # A new overlay reaches each engine a moment after it is made, and the
+                # manager's attachment of a busy engine can time out: try again.
+                retry = any(words in str(exc) for words in NOT_YET)
+                if not retry or attempt == ATTACH_ATTEMPTS - 1:
                     raise LabError(
                         f"node {node.name} would not start on engine {engine}: {exc.explanation}"
                     ) from None
