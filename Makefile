@@ -59,8 +59,7 @@ up: $(LAB_NEEDS) ## bring the lab up and leave it running (BACKEND=docker|netns)
 	$(VPNLAB) up --backend $(BACKEND) $(addprefix --with ,$(WITH)) --wait
 
 down: venv ## take down every lab left up, and the test swarm, also after a crash
-	$(VPNLAB) down --all
-	$(PY) -m lab.backends.swarm down
+	@rc=0; $(VPNLAB) down --all || rc=$$?; $(PY) -m lab.backends.swarm down || rc=$$?; exit $$rc
 
 swarm-up: deps-docker venv images ## a two-engine Docker swarm on this machine (for BACKEND=swarm)
 	$(PY) -m lab.backends.swarm up

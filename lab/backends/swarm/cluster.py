@@ -199,7 +199,10 @@ def down(progress: Progress = print) -> None:
     if record.get("manager_joined") and swarm_state(LOCAL_ENGINE) not in ("", "inactive"):
         progress("swarm: the host's engine removes its swarm labs and leaves the swarm")
         attempt("manager containers", lambda: _remove_lab_containers(LOCAL_ENGINE))
-        attempt("overlay networks", lambda: _remove_lab_networks(LOCAL_ENGINE))
+        # Best effort: a dead worker's attachments can hold a network; leaving the swarm
+        # discards every overlay anyway.
+        with contextlib.suppress(LabError):
+            _remove_lab_networks(LOCAL_ENGINE)
         attempt("swarm leave", lambda: _docker(LOCAL_ENGINE, "swarm", "leave", "--force"))
         # docker_gwbridge is made by swarm init; it goes unless something else uses it.
         _docker(LOCAL_ENGINE, "network", "rm", "docker_gwbridge", check=False)

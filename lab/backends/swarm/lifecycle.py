@@ -22,7 +22,7 @@ from docker.types import IPAMConfig, IPAMPool
 from lab.backends.base import require_root, require_tun
 from lab.backends.docker.engine import NETWORK, PROJECT, SERVICE, owner
 from lab.backends.docker.lifecycle import DEFAULT_IMAGE, DockerLifecycle
-from lab.backends.swarm.engines import ensure_image
+from lab.backends.swarm.engines import engine_urls, ensure_image
 from lab.backends.swarm.nodes import ENGINE_LABEL, SWARM_LABEL, SwarmNodes
 from lab.backends.swarm.placement import place, requested_places
 from lab.model import LabError, Node
@@ -154,10 +154,10 @@ class SwarmLifecycle(SwarmNodes, DockerLifecycle):
                 raise LabError(f"node {node.name}: cannot join {net}: {exc.explanation}") from None
 
     def down(self) -> None:
-        try:
-            clients = self.engines()
-        except LabError:
-            return  # no swarm answers: it runs nothing of ours either
+        clients = self.answering_engines()
+        if not clients:
+            return  # no engine answers: it runs nothing of ours either
+        manager = next(iter(clients.values()))
         self._containers.clear()
         self._interfaces.clear()
         wanted = {"label": f"{PROJECT}={self.project}"}
@@ -167,7 +167,7 @@ class SwarmLifecycle(SwarmNodes, DockerLifecycle):
                     box.remove(force=True, v=True)
         problems = []
         deadline = time.monotonic() + 30
-        for network in self._project_networks(self.engine()):
+        for network in self._project_networks(manager):
             while True:
                 try:
                     network.remove()
@@ -181,9 +181,13 @@ class SwarmLifecycle(SwarmNodes, DockerLifecycle):
                         break
                     time.sleep(0.5)
         # The manager forgets a removed overlay a moment later; the next lab checks its subnets.
-        while self._project_networks(self.engine()) and time.monotonic() < deadline:
+        while self._project_networks(manager) and time.monotonic() < deadline:
             time.sleep(0.2)
-        if problems or self._project_networks(self.engine()):
+        if len(clients) < len(engine_urls()):
+            # An engine is gone: its attachments may hold a network until the swarm notices
+            # (or is left, as `make swarm-down` does); nothing of ours runs there any more.
+            return
+        if problems or self._project_networks(manager):
             detail = "; ".join(problems) or "its overlay networks remain"
             raise LabError(f"could not remove swarm lab {self.project}: {detail}")
 

@@ -6,6 +6,7 @@ client of the engine that owns the container.
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 
 import docker
@@ -37,6 +38,17 @@ class SwarmNodes(DockerNodes):
             self._urls = engine_urls()
             self._clients = connect(self._urls)
         return self._clients
+
+    def answering_engines(self) -> dict[str, docker.DockerClient]:
+        """The engines that answer now (down() removes what it can reach, also when one is
+        gone — its containers went with it)."""
+        if self._clients is not None:
+            return self._clients
+        found = {}
+        for name, url in engine_urls().items():
+            with contextlib.suppress(LabError):
+                found.update(connect({name: url}))
+        return found
 
     def engine_urls(self) -> dict[str, str]:
         self.engines()
