@@ -6,7 +6,8 @@ SHELL := bash
 .DEFAULT_GOAL := help
 MAKEFLAGS += --no-print-directory
 
-# PYTHON: the host interpreter that makes .venv; PY: the project's; BACKEND: docker or netns.
+# PYTHON: the host interpreter that makes .venv; PY: the project's; BACKEND: docker, netns or
+# swarm (a Docker swarm: `make swarm-up` makes a two-engine one on this machine).
 PYTHON ?= python3
 PY ?= .venv/bin/python
 VPNLAB ?= .venv/bin/vpnlab
@@ -23,14 +24,14 @@ VENV_STAMP := .venv/.installed
 
 # The Docker backend needs a Docker engine and the node image; the netns backend only the host's
 # tools. Both get what is missing from scripts/deps.sh first, so a fresh machine's first command works.
-LAB_NEEDS := $(if $(filter docker,$(BACKEND)),deps-docker,deps-tools) venv \
-	$(if $(filter docker,$(BACKEND)),images)
+LAB_NEEDS := $(if $(filter docker swarm,$(BACKEND)),deps-docker,deps-tools) venv \
+	$(if $(filter docker swarm,$(BACKEND)),images)
 
 .PHONY: help venv deps deps-tools deps-docker images up down scenario-basic scenario-list scenarios \
-	test lint typecheck diagram bench clean
+	test lint typecheck diagram bench clean swarm-up swarm-down bench-swarm
 
 help: ## list the targets
-	@echo "usage: make TARGET [BACKEND=docker|netns]"
+	@echo "usage: make TARGET [BACKEND=docker|netns|swarm]"
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) \
 		| awk -F':.*## ' '{ printf "  %-16s %s\n", $$1, $$2 }'
 
@@ -57,8 +58,17 @@ images: venv ## build the node image offline (vpnlab/node); seconds when nothing
 up: $(LAB_NEEDS) ## bring the lab up and leave it running (BACKEND=docker|netns)
 	$(VPNLAB) up --backend $(BACKEND) $(addprefix --with ,$(WITH)) --wait
 
-down: venv ## take down every lab left up, also after a crash
-	$(VPNLAB) down --all
+down: venv ## take down every lab left up, and the test swarm, also after a crash
+	@rc=0; $(VPNLAB) down --all || rc=$$?; $(PY) -m lab.backends.swarm down || rc=$$?; exit $$rc
+
+swarm-up: deps-docker venv images ## a two-engine Docker swarm on this machine (for BACKEND=swarm)
+	$(PY) -m lab.backends.swarm up
+
+swarm-down: venv ## leave and remove the swarm swarm-up made (also after a crash)
+	$(PY) -m lab.backends.swarm down
+
+bench-swarm: deps-docker venv images ## N client containers over the swarm's engines (ARGS="--clients 200")
+	$(PY) -m bench.swarm_scale $(ARGS)
 
 scenario-basic: $(LAB_NEEDS) ## the basic scenario: reachability before and through the tunnel
 	$(VPNLAB) scenario run basic --backend $(BACKEND) $(SCENARIO_ARGS)

@@ -16,12 +16,19 @@ from typing import Any
 from lab.backends.base import Backend, Process
 from lab.model import LabError, Node
 from scenarios.probes import ping
+from vpn.config import ServerConfig
 from vpn.credentials import pki
 
 TUN = "tun0"
 METRICS = "127.0.0.1:9100"  # the gateway's Prometheus endpoint, scraped from the gateway itself
 ETC_NETNS = Path("/etc/netns")
 PRIVATE_RESOLV_CONF = "# vpnlab: this node's own resolver file (the VPN client may change it)\n"
+
+
+def tunnel_mtu(backend: Backend) -> int:
+    """The server's TUN MTU on this backend: vpn's default, less what the backend's own
+    encapsulation of the lab's links takes (e.g. VXLAN on a swarm's overlay networks)."""
+    return ServerConfig.mtu - backend.link_overhead
 
 
 def nodes_with_role(backend: Backend, role: str) -> list[Node]:
@@ -67,12 +74,14 @@ class Tunnel:
     ) -> list[str]:
         routes = [arg for r in self.routes for arg in ("--route", r)]
         routes += ["--metrics", METRICS] if metrics else []
+        mtu = tunnel_mtu(self.backend)
+        sized = ["--mtu", str(mtu)] if mtu != ServerConfig.mtu else []
         return [
             *self.backend.vpn_argv(), "server",
             "--ca", self.path("ca"), "--crl", self.path("crl"),
             "--cert", self.path(server_cert), "--key", self.path(f"{server_cert}.key"),
             "--listen", f"0.0.0.0:{self.port}", "--pool", self.pool, *routes,
-            "--tun", TUN, "--keepalive", "2", "--dead-peer", "6",
+            "--tun", TUN, "--keepalive", "2", "--dead-peer", "6", *sized,
             *extra,
         ]  # fmt: skip
 

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     import testinfra.host
 
 TUN = Path("/dev/net/tun")
+# NODE=ENGINE,… : where a backend that spreads nodes over several engines (swarm) runs a node;
+# `--place` of `vpnlab up` and `vpnlab scenario run` sets it.
+PLACE_ENV = "VPNLAB_PLACE"
 
 
 class ExecTimeout(LabError, subprocess.TimeoutExpired):
@@ -90,6 +93,9 @@ class Backend(abc.ABC):
     """
 
     name: str
+    # Bytes the runtime's own encapsulation takes from every lab link's MTU (an overlay's
+    # VXLAN: 50); the tunnel's MTU is lowered by as much, so a full tunnel packet still fits.
+    link_overhead: int = 0
 
     def __init__(self, topology: Topology, run_id: str, workdir: Path) -> None:
         self.topology = topology

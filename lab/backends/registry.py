@@ -25,6 +25,8 @@ class Entry:
 
     cls: str
     probe: str | None = None
+    every_e2e: bool = True  # whether every end-to-end test runs on it (tests/e2e/conftest.py)
+    default: bool = True  # whether default_backend_name may choose it
 
 
 ENTRIES: dict[str, Entry] = {
@@ -32,6 +34,8 @@ ENTRIES: dict[str, Entry] = {
         "lab.backends.docker.backend:DockerBackend", probe="lab.backends.docker.ping:docker_answers"
     ),
     "netns": Entry("lab.backends.netns.backend:NetnsBackend"),
+    # Never the default (it needs a swarm: `make swarm-up`); tests/e2e/test_swarm.py tests it.
+    "swarm": Entry("lab.backends.swarm.backend:SwarmBackend", every_e2e=False, default=False),
 }
 
 
@@ -75,6 +79,8 @@ def default_backend_name() -> str:
             )
         return chosen
     for name, entry in ENTRIES.items():
+        if not entry.default:
+            continue
         if entry.probe is None:
             return name
         probe = _load(entry.probe)

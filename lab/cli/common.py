@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from lab.backends.base import Backend
+from lab.backends.base import PLACE_ENV, Backend
 from lab.model.records import require_current
 from lab.run import backend_from
 
@@ -76,3 +77,19 @@ def duration(text: str) -> float:
         return float(value.removesuffix("s"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a duration (e.g. 2s, 500ms)") from None
+
+
+def add_place_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--place",
+        action="append",
+        default=[],
+        metavar="NODE=ENGINE",
+        help="on a backend over several engines (swarm): the engine that runs NODE; repeatable",
+    )
+
+
+def apply_places(places: list[str]) -> None:
+    """Hand --place down to the backend (the environment: it reaches a fresh process too)."""
+    if places:
+        os.environ[PLACE_ENV] = ",".join(places)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from lab import impair
 from lab.backends.base import Backend
 from lab.backends.registry import BACKENDS
-from lab.cli.common import Progress, examples, rel
+from lab.cli.common import Progress, add_place_option, apply_places, examples, rel
 from lab.model import LabError, Topology
 from lab.model.records import all_records, current_record, forget, make_current, state_dir
 from lab.run import backend_from, new_lab
@@ -52,6 +52,7 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help=f"wait for every node's readiness, a line per node (default {DEFAULT_WAIT:g} s)",
     )
     up.add_argument("--vpn", action="store_true", help="start the VPN server and every client")
+    add_place_option(up)
     up.set_defaults(func=cmd_up)
 
     down = verbs.add_parser(
@@ -73,6 +74,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             f"a lab is already up (run {running['run_id']}, {running['backend']} backend): "
             "vpnlab down first"
         )
+    apply_places(args.place)
     backend, record = new_lab(args.backend, args.extra)
     topology = backend.topology
     progress(

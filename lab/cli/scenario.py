@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from lab.backends.registry import BACKENDS
-from lab.cli.common import examples
+from lab.cli.common import add_place_option, apply_places, examples
 
 
 def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -26,6 +26,7 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     scenario.add_argument("--backend", action="append", choices=list(BACKENDS), help="repeatable")
     scenario.add_argument("--json", action="store_true", help="results as JSON on stdout")
     scenario.add_argument("--junit", type=Path, metavar="FILE", help="JUnit XML report")
+    add_place_option(scenario)
     scenario.set_defaults(func=cmd_scenario)
 
 
@@ -50,6 +51,7 @@ def cmd_scenario(args: argparse.Namespace) -> int:
         )
         return 2
     chosen = available if args.name == "all" else [args.name]
+    apply_places(args.place)
     out = (lambda s: print(s, file=sys.stderr, flush=True)) if args.json else print
     results = [
         execute(load(name), backend, out=out)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from docker import APIClient
 from docker.utils.socket import STDERR, frames_iter
 
 from lab.backends.base import ExecTimeout, Process
@@ -49,7 +50,7 @@ class DockerExec(DockerNodes):
         self, node: str, argv: Sequence[str], *, timeout: float, input: bytes | None
     ) -> subprocess.CompletedProcess[str]:
         container = self.container(node)
-        api = self.engine().api
+        api = container.client.api  # the engine that runs this node (a swarm has several)
         # `timeout` on the node stops the command there; the Docker API cannot kill an exec.
         wrapped = ["timeout", "-k", "2", f"{timeout:.3f}", *argv]
         exec_id = api.exec_create(container.id, wrapped, stdin=input is not None)["Id"]
@@ -84,7 +85,7 @@ class DockerExec(DockerNodes):
         out, err = result["out"] or (None, None)
         stdout = (out or b"").decode(errors="replace")
         stderr = (err or b"").decode(errors="replace")
-        code = self._exit_code(exec_id)
+        code = self._exit_code(api, exec_id)
         if code in (124, 137) and elapsed >= timeout - 0.05:
             raise ExecTimeout(node, argv, timeout, stdout, stderr)
         return subprocess.CompletedProcess(list(argv), code, stdout, stderr)
@@ -140,8 +141,7 @@ class DockerExec(DockerNodes):
                 return None
             time.sleep(0.05)
 
-    def _exit_code(self, exec_id: str) -> int:
-        api = self.engine().api
+    def _exit_code(self, api: APIClient, exec_id: str) -> int:
         for _ in range(100):
             info = api.exec_inspect(exec_id)
             if not info.get("Running") and info.get("ExitCode") is not None:
