@@ -12,7 +12,7 @@ from pathlib import Path
 
 DEPS = Path(__file__).resolve().parents[2] / "scripts" / "deps.sh"
 TOOLS = {"ip": "iproute2", "ping": "iputils-ping", "iperf3": "iperf3", "tcpdump": "tcpdump",
-         "ps": "procps", "iptables": "iptables"}  # fmt: skip
+         "ps": "procps", "iptables": "iptables", "dnsmasq": "dnsmasq-base"}  # fmt: skip
 
 
 def fake_path(tmp_path: Path, without: set[str], uid: int = 0) -> tuple[Path, Path]:
