@@ -282,6 +282,14 @@ def test_network_without_subnet(tmp_path: Path) -> None:
             "services: {x: {networks: {lan: {ipv4_address: 192.168.60.1}}}}",
             "192.168.60.1 on network 'lan' is reserved",
         ),
+        (  # the network's own address and its broadcast address are never handed out
+            "services: {x: {networks: {lan: {ipv4_address: 192.168.60.0}}}}",
+            "192.168.60.0 on network 'lan' is reserved",
+        ),
+        (
+            "services: {x: {networks: {lan: {ipv4_address: 192.168.60.255}}}}",
+            "192.168.60.255 on network 'lan' is reserved",
+        ),
         (
             "services: {x: {networks: {lan: {ipv4_address: nonsense}}}}",
             "'nonsense' on network 'lan' is not an IPv4 address",
