@@ -112,7 +112,7 @@ def summarize(
         "failures": result["failures"],
         "sessions_lost": result["connected"] - result["alive_after"],
         "closed_reasons": result["closed_reasons"],
-        "gateway_sessions_at_end": gateway_sessions_at_end,
+        "gateway_sessions_after_generator_stopped": gateway_sessions_at_end,
         "minutes": args.minutes,
         "ping_interval_s": args.interval,
         "pings_sent": sent,
