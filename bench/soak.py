@@ -38,6 +38,7 @@ def _lines(argv: list[str]) -> list[str]:
 
 def leftovers(runs: list[dict[str, str]]) -> dict[str, list[str]]:
     """What of these runs still exists: namespaces, links, routes, containers, networks, pids."""
+    runs = [r for r in runs if r.get("run_id")]  # a cycle that failed before its lab existed
     prefixes = [r["prefix"] for r in runs if r.get("prefix")]
     projects = [f"vpnlab-{r['run_id']}" for r in runs if r["backend"] == "docker"]
     workdirs = [r["workdir"] for r in runs]
