@@ -11,11 +11,11 @@ import struct
 
 import pytest
 
-from vpn import config, protocol, wirejson
+from vpn import config, packets, protocol, wirejson
 from vpn.errors import ConfigError, ProtocolError
 from vpn.pool import MEMO_MAX, AddressPool, RouteTable
 from vpn.protocol import MsgType
-from vpn.server.admission import AdmissionCounters, PendingLimits
+from vpn.server.admission import AdmissionCounters, LoginThrottle, PendingLimits
 
 NET = ipaddress.IPv4Network("192.168.53.0/24")
 IP = ipaddress.IPv4Address
@@ -263,3 +263,79 @@ def test_pending_limits_count_and_release_per_source() -> None:
     a2.release()  # type: ignore[union-attr]
     b1.release()  # type: ignore[union-attr]
     assert limits.by_source == {} and limits.total == 0
+
+
+# -- found by mutation testing, second pass --------------------------------------------------------
+
+
+def test_checksum_folds_a_carry_out_of_the_first_fold() -> None:
+    # 0xffff + 0xffff + 0x0001 = 0x1ffff → 0xffff + 1 = 0x10000 → folds again to 0x0001
+    assert packets.checksum(b"\xff\xff\xff\xff\x00\x01") == 0xFFFE
+
+
+def test_checksums_and_ports_above_32767_are_written_unsigned() -> None:
+    raw = packets.ipv4("192.168.0.1", "10.0.0.2", 17, b"", ident=0, ttl=1)
+    assert struct.unpack("!H", raw[10:12])[0] >= 0x8000  # this header's checksum is "negative"
+    datagram = packets.udp("10.0.0.1", "10.0.0.2", 40000, 65535, b"")
+    assert struct.unpack("!HH", datagram[20:24]) == (40000, 65535)
+
+
+def test_endpoint_hosts_keep_every_letter() -> None:
+    assert config.parse_endpoint("hostX:1", "--server") == ("hostX", 1)
+
+
+def test_reason_frames_carry_at_most_512_characters() -> None:
+    frame = protocol.encode_reason(MsgType.ERROR, "r" * 600)
+    assert json.loads(frame[4:])["reason"] == "r" * 512
+    assert protocol.decode_reason(b'{"retry": false}') == ("", False)
+    assert protocol.decode_reason(b'{"reason": "x"}') == ("x", True)
+
+
+def test_order_errors_name_what_was_expected() -> None:
+    with pytest.raises(ProtocolError) as err:
+        protocol.check_order(protocol.SERVER_EXPECTS, "data", MsgType.HELLO)
+    assert str(err.value) == "HELLO out of order: expected BYE or DATA or KEEPALIVE (data phase)"
+    with pytest.raises(ProtocolError) as err:
+        protocol.check_order(protocol.SERVER_EXPECTS, "auth", MsgType.DATA)
+    assert str(err.value) == "DATA out of order: expected nothing (auth phase)"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_login_failures_are_forgotten_only_after_forget_seconds() -> None:
+    clock = FakeClock()
+    throttle = LoginThrottle(threshold=3, base=2.0, cap=60.0, forget=900.0, clock=clock)
+    for _ in range(3):
+        throttle.failed("alice", "10.0.0.1")
+    clock.now += 900.0  # exactly `forget`: still remembered
+    assert throttle.wait("alice", "10.0.0.2") == 0.0 and len(throttle) == 2
+    throttle.failed("alice", "10.0.0.1")  # the 4th failure counts on: 4 s
+    assert throttle.wait("alice", "10.0.0.2") == pytest.approx(4.0)
+    clock.now += 900.5
+    assert throttle.wait("alice", "10.0.0.2") == 0.0 and len(throttle) == 1  # user's forgotten
+    throttle.succeeded("bob")
+    assert len(throttle) == 1
+
+
+def test_the_throttle_keeps_exactly_max_entries() -> None:
+    throttle = LoginThrottle(max_entries=4, clock=FakeClock())
+    for user in ("a", "b", "c"):
+        throttle.failed(user, "10.0.0.1")
+    assert len(throttle) == 4  # three users and one source
+    throttle.failed("d", "10.0.0.1")
+    assert len(throttle) == 4
+
+
+def test_success_clears_the_user_not_the_source() -> None:
+    clock = FakeClock()
+    throttle = LoginThrottle(threshold=1, base=5.0, clock=clock)
+    throttle.failed("alice", "10.0.0.1")
+    throttle.succeeded("alice")
+    assert throttle.wait("alice", "10.0.0.9") == 0.0
+    assert throttle.wait("carol", "10.0.0.1") == pytest.approx(5.0)
