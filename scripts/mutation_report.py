@@ -37,15 +37,22 @@ def module_of(meta: Path, mutants: Path) -> str:
     return str(meta.relative_to(mutants))[: -len(".meta")]
 
 
-def report(mutants: Path, equivalent: dict[str, str]) -> dict[str, object]:
+def metas(runs: list[Path]) -> dict[str, Path]:
+    """Each module's .meta file; a module in several runs' directories: the last run's."""
+    found: dict[str, Path] = {}
+    for mutants in runs:
+        for meta in sorted(mutants.rglob("*.py.meta")):
+            if json.loads(meta.read_text())["exit_code_by_key"]:
+                found[module_of(meta, mutants)] = meta
+    return found
+
+
+def report(runs: list[Path], equivalent: dict[str, str]) -> dict[str, object]:
     modules: dict[str, dict[str, int]] = {}
     survivors: list[dict[str, str]] = []
     explained: list[dict[str, str]] = []
-    for meta in sorted(mutants.rglob("*.py.meta")):
+    for name, meta in sorted(metas(runs).items()):
         codes = json.loads(meta.read_text())["exit_code_by_key"]
-        if not codes:
-            continue
-        name = module_of(meta, mutants)
         counts = dict.fromkeys(("killed", "survived", "timeout", "no_tests", "other"), 0)
         counts["not_checked"] = 0
         counts["equivalent"] = 0
@@ -90,7 +97,12 @@ def _score(counts: dict[str, int]) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mutants", type=Path, default=REPO / "mutants")
+    parser.add_argument(
+        "--mutants",
+        type=Path,
+        action="append",
+        help="mutmut's mutants/ directory (repeatable: a later run's modules win)",
+    )
     parser.add_argument(
         "--equivalents", type=Path, default=REPO / "tests" / "mutation-equivalents.txt"
     )
@@ -98,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--module-min", type=float, default=80.0)
     parser.add_argument("--total-min", type=float, default=90.0)
     args = parser.parse_args(argv)
-    data = report(args.mutants, equivalents(args.equivalents))
+    data = report(args.mutants or [REPO / "mutants"], equivalents(args.equivalents))
     args.out.parent.mkdir(exist_ok=True)
     args.out.write_text(json.dumps(data, indent=2) + "\n")
     modules: dict[str, dict[str, float]] = data["modules"]  # type: ignore[assignment]

@@ -20,6 +20,7 @@ DONE = re.compile(r"Done (\d+) runs in (\d+) second")
 def fuzz(name: str, runs: int, max_len: int) -> dict[str, object]:
     argv = [sys.executable, "-m", "tests.fuzz.target", name, f"-runs={runs}"]
     argv += [f"-max_len={max_len}", "-print_final_stats=1"]  # one process: one worker
+    argv.append(f"-artifact_prefix={REPO / 'results' / f'fuzz-{name}-'}")  # crash inputs
     started = time.monotonic()
     done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, check=False)
     seconds = time.monotonic() - started
