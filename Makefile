@@ -113,3 +113,29 @@ bench-scale: venv ## N clients on one gateway: handshakes/s, memory, fairness (A
 clean: ## remove build products, caches and .venv (images stay: docker rmi vpnlab/node)
 	rm -rf .venv .cache build *.egg-info .pytest_cache .ruff_cache .hypothesis
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# -- test strength: mutation testing, fuzzing, soak and load (docs/testing.md) -------------------
+# Not part of `make test`: each takes minutes. MUTATE_WORKERS: mutmut's parallel test runs;
+# FUZZ_RUNS: fuzz inputs in all; SOAK_CYCLES (SOAK_DOCKER_CYCLES): lab cycles per backend;
+# LOAD_CLIENTS, LOAD_MINUTES: the load run's sessions and length.
+MUTATE_WORKERS ?= 1
+FUZZ_RUNS ?= 1000000
+SOAK_CYCLES ?= 100
+SOAK_DOCKER_CYCLES ?= $(SOAK_CYCLES)
+LOAD_CLIENTS ?= 1000
+LOAD_MINUTES ?= 10
+
+.PHONY: mutate fuzz soak load
+mutate: venv ## mutation testing (mutmut, [tool.mutmut] in pyproject.toml) → results/mutation.json
+	rm -rf mutants
+	.venv/bin/mutmut run --max-children $(MUTATE_WORKERS) || echo "mutate: mutmut exited $$?"
+	$(PY) scripts/mutation_report.py
+
+fuzz: venv ## FUZZ_RUNS inputs into the frame, HELLO/CONFIG and vnet parsers (atheris) → results/fuzz.json
+	$(PY) -m tests.fuzz.run --runs $(FUZZ_RUNS)
+
+soak: deps-docker venv images ## SOAK_CYCLES lab up/down cycles per backend, kills and cuts; leftovers → results/soak.json
+	$(PY) -m bench.soak --cycles $(SOAK_CYCLES) --docker-cycles $(SOAK_DOCKER_CYCLES)
+
+load: deps-tools venv ## LOAD_CLIENTS sessions pinging through one gateway for LOAD_MINUTES → results/load.json
+	$(PY) -m bench.load --clients $(LOAD_CLIENTS) --minutes $(LOAD_MINUTES)

@@ -13,6 +13,10 @@ Timeline: connect every session (at most --concurrency handshakes at once), writ
 `connected.json` to --state, wait for a file named `go` there, keep --window echo requests in
 flight per session for --seconds (a session without a reply for a second gets a new window:
 dropped packets must not silence it), write the result to --out.
+
+With --ping-interval S the traffic is pings instead: every session sends one echo request
+each S seconds, spread evenly over the interval, and answers are counted, not chased; the
+result then has pings sent, answered and lost (`bench.load`).
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ class Session(Channel):
         self.request = b""
         self.reply_offset = 0
         self.replies = 0
+        self.pings = 0  # echo requests sent in ping mode
         self.reason = ""
 
     def on_control(self, kind: int, payload: memoryview) -> None:
@@ -80,7 +85,7 @@ class Session(Channel):
             if len(packet) > off + 20 and packet[off + 9] == 1 and packet[off + 20] == 0:
                 replies += 1
         self.replies += replies
-        if self.gen.sending:
+        if self.gen.sending and not self.gen.args.ping_interval:
             for _ in range(replies):
                 self.queue_packet(self.request)
 
@@ -157,6 +162,8 @@ class Generator:
             for session in self.sessions:
                 if session.closed:
                     continue
+                if self.args.ping_interval:
+                    continue  # pings keep every session busy; a lost one is counted, not chased
                 if self.sending and seen.get(id(session)) == session.replies:
                     self.rearmed += 1
                     for _ in range(self.args.window):
@@ -165,6 +172,25 @@ class Generator:
                 elif now - session.last_tx > 1.0:
                     session.send_frame(protocol.KEEPALIVE_FRAME)
                 seen[id(session)] = session.replies
+
+    async def ping(self, sessions: list[Session], interval: float, until: float) -> None:
+        """One echo request per session every `interval` seconds, in 50 slices per interval."""
+        slices = 50
+        size = -(-len(sessions) // slices)
+        groups = [sessions[i : i + size] for i in range(0, len(sessions), size)]
+        tick = interval / max(1, len(groups))
+        next_at = time.monotonic()
+        while time.monotonic() < until:
+            for group in groups:
+                for session in group:
+                    if not session.closed:
+                        session.pings += 1
+                        session.queue_packet(session.request)
+                        session.flush()
+                next_at += tick
+                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+                if time.monotonic() >= until:
+                    return
 
     async def run(self) -> dict[str, Any]:
         args = self.args
@@ -199,11 +225,15 @@ class Generator:
         cpu0 = _cpu()
         self.sending = True
         began = time.monotonic()
-        for session in alive:
-            for _ in range(args.window):
-                session.queue_packet(session.request)
-            session.flush()
-        await asyncio.sleep(args.seconds)
+        if args.ping_interval:
+            await self.ping(alive, args.ping_interval, began + args.seconds)
+            await asyncio.sleep(2.0)  # the last answers on their way
+        else:
+            for session in alive:
+                for _ in range(args.window):
+                    session.queue_packet(session.request)
+                session.flush()
+            await asyncio.sleep(args.seconds)
         counts = [s.replies for s in alive]
         elapsed = time.monotonic() - began
         self.sending = False
@@ -223,6 +253,11 @@ class Generator:
             "per_session_mbps": _spread(rates),
             "fairness_jain": _jain(rates),
             "windows_rearmed": self.rearmed,
+            "pings_sent": sum(s.pings for s in alive),
+            "pings_answered": sum(min(s.replies, s.pings) for s in alive)
+            if args.ping_interval
+            else 0,
+            "sessions_lost": sum(1 for s in alive if s.closed),
             "generator_data_cpu_s": round(data_cpu, 2),
         }
         for session in self.sessions:
@@ -276,6 +311,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--window", type=int, default=4, help="echo requests in flight each")
     parser.add_argument("--size", type=int, default=1400, help="IP packet size of each echo")
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--ping-interval", type=float, default=0.0, help="ping mode: one echo each S seconds"
+    )
     parser.add_argument("--wait", type=float, default=60.0, help="seconds to wait for 'go'")
     parser.add_argument("--state", type=Path, required=True, help="directory for the handshake")
     parser.add_argument("--out", type=Path, required=True)

@@ -82,6 +82,9 @@ def one_size(
         "--cert", files["server"], "--key", files["server.key"],
         "--pool", POOL, "--max-clients", str(clients + 16),
         "--keepalive", "5", "--dead-peer", "30",
+        # every session comes from the generator's one address: the per-source cap on
+        # connections not yet logged in (16) must leave room for its handshakes in flight
+        "--max-pending-per-source", "64",
         name=f"vpn-server-{clients}",
     )  # fmt: skip
     try:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from lab.backends.registry import BACKENDS
 from scenarios import load, names
-from scenarios.runner import execute, summary_table, write_junit
+from scenarios.runner import FAILED, execute, summary_table, write_junit
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(results) > 1:
         print()
         print(summary_table(results, scenarios))
-    return 0 if all(r.passed for r in results) else 1
+    return 0 if all(r.status != FAILED for r in results) else 1
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from lab.backends.base import Backend
 from lab.model import LabError
 from scenarios.lab_faults import skip_step, stream, tunnel_up
 from scenarios.probes import ping
-from scenarios.runner import Context, Result, Scenario
+from scenarios.runner import SKIPPED, Context, Result, Scenario
 
 RATE_MBIT = 8  # the tbf limit
 RATE_BYTES = 3 * 1024 * 1024  # ~3 s at the limit
@@ -89,7 +89,14 @@ def verify(result: Result) -> None:
     m = result.metrics
     assert m["rate_limited_mbit"] <= m["rate_limit_mbit"] * 1.05, m
     assert m["link_packets_dropped"] > 0 and m["ping_loss_percent"] < 100, m
-    assert "netem" in m, m
+    delay_steps = [s for s in result.steps if s.name.startswith("delay")]
+    netem = str(m.get("netem", ""))
+    if netem.startswith("skipped:"):  # no netem here: the step must say skipped, not passed
+        assert delay_steps and all(s.status == SKIPPED for s in delay_steps), result.steps
+    else:
+        words = netem.split()
+        rtt = float(words[1]) if len(words) == 3 and words[1].replace(".", "", 1).isdigit() else 0
+        assert words[:1] == ["rtt"] and rtt >= DELAY_MS, m
 
 
 SCENARIO = Scenario(

@@ -14,7 +14,7 @@ from typing import Any
 
 from lab.backends.base import Backend, Process
 from scenarios.lab_checks import program_argv
-from scenarios.runner import SKIP, Context, Step, StepFailed
+from scenarios.runner import Context, StepFailed
 from scenarios.tunnel import Tunnel
 
 
@@ -71,9 +71,9 @@ def tunnel_up(ctx: Context) -> Iterator[Up]:
 
 
 def skip_step(ctx: Context, name: str, reason: str) -> None:
-    """A step the machine cannot do (e.g. no netem): recorded and shown as skipped, not failed."""
-    ctx.result.steps.append(Step(name, passed=True, detail=f"skipped: {reason}"))
-    ctx.out(f"  {SKIP} {name} — skipped: {reason}")
+    """A step the machine cannot do (e.g. no netem): recorded and shown as skipped — neither
+    passed nor failed."""
+    ctx.skip(name, reason)
 
 
 # -- programs on nodes ---------------------------------------------------------------------------

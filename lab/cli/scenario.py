@@ -32,7 +32,7 @@ def register(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def cmd_scenario(args: argparse.Namespace) -> int:
     from scenarios import load, names
-    from scenarios.runner import execute, summary_table, write_junit
+    from scenarios.runner import FAILED, execute, summary_table, write_junit
 
     available = names()
     if args.action == "list":
@@ -66,4 +66,4 @@ def cmd_scenario(args: argparse.Namespace) -> int:
         print()
     if args.junit:
         write_junit(results, args.junit)
-    return 0 if all(r.passed for r in results) else 1
+    return 0 if all(r.status != FAILED for r in results) else 1

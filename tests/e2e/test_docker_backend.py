@@ -19,13 +19,10 @@ from pathlib import Path
 import pytest
 
 from lab.backends.base import ExecTimeout
+from lab.backends.docker import engine as docker_lab  # pinned SDK: a broken import fails
+from lab.backends.docker.backend import DockerBackend
 from lab.model import LabError, Topology
 from lab.model.compose import default_files, load
-
-docker_lab = pytest.importorskip(
-    "lab.backends.docker.engine", reason="the Docker SDK (pip install docker)"
-)
-DockerBackend = pytest.importorskip("lab.backends.docker.backend").DockerBackend
 
 REPO = Path(__file__).resolve().parents[2]
 PROJECT_LABEL = "com.docker.compose.project"

@@ -21,12 +21,15 @@ def test_scenario(name: str, backend_name: str) -> None:
     if result.skipped:
         pytest.skip(f"{name}: {result.skipped}")
     assert result.steps, report
-    failed = [f"{s.name}: {s.detail}" for s in result.steps if not s.passed]
+    failed = [f"{s.name}: {s.detail}" for s in result.steps if s.status == "failed"]
     assert not failed, report
-    assert result.passed, report
+    assert result.passed and result.status == "passed", report
     saved = json.loads((RESULTS / f"{name}.json").read_text())
     assert saved["scenario"] == name and saved["backend"] == backend_name and saved["passed"]
-    assert {"name", "passed", "detail"} <= set(saved["steps"][0])
+    assert {"name", "passed", "status", "detail"} <= set(saved["steps"][0])
+    for step in saved["steps"]:  # a skipped step carries its reason and never counts as passed
+        assert step["status"] in ("passed", "skipped"), step
+        assert step["passed"] == (step["status"] == "passed"), step
     verify = getattr(importlib.import_module(scenario.run.__module__), "verify", None)
     if verify is not None:
         verify(result)

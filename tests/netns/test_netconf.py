@@ -238,3 +238,22 @@ def test_clear_errors_for_bad_input(tun: Tun) -> None:
         assert conf.pending() == []
     with pytest.raises(NetConfError, match="closed"):
         conf.add_route("10.0.71.0/24", dev=tun.name)
+
+
+def test_changes_are_undone_newest_first(tun: Tun, state: Callable[[], dict]) -> None:
+    """The undo order is the reverse of the order of the changes: the sysctl set last goes
+    first, the link set up first goes last (a route's undo before its address's)."""
+    before = state()
+    conf = NetConf()
+    with conf:
+        apply_everything(conf, tun)
+        pending = conf.pending()
+        assert "rp_filter" in pending[0], pending
+        assert "forward" in pending[1], pending
+        assert pending[-1].startswith(f"restore {tun.name}"), pending
+        routes = [i for i, what in enumerate(pending) if "route" in what]
+        address = next(i for i, what in enumerate(pending) if "address" in what)
+        assert routes and max(routes) < address, pending
+        routes_in_order = [what.split()[2] for what in pending if "route" in what]
+        assert routes_in_order == ["0.0.0.0/0", "10.0.21.0/24", "10.0.20.0/24"], pending
+    assert state() == before

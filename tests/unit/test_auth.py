@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import io
 import os
 import pty
@@ -254,3 +255,29 @@ def test_passwd_has_no_password_option() -> None:
     add_passwd_parser(parser.add_subparsers(dest="command", required=True))
     with pytest.raises(SystemExit):
         parser.parse_args(["passwd", "f", "alice", "--password", "x"])
+
+
+@pytest.mark.parametrize("position", [0, 15, 16, 31])
+def test_every_byte_of_the_hash_counts(position: int) -> None:
+    """One byte changed anywhere in the stored hash — first, middle or last — must not verify:
+    a comparison of only part of it would let a near miss through."""
+    with mock.patch.object(passwords, "SCRYPT_N", 2**10):
+        encoded = hash_password("pw")
+    head, digest_b64 = encoded.rsplit("$", 1)
+    digest = bytearray(base64.b64decode(digest_b64))
+    assert len(digest) == 32
+    digest[position] ^= 0x01
+    tampered = f"{head}${base64.b64encode(bytes(digest)).decode()}"
+    assert verify_password("pw", encoded)
+    assert not verify_password("pw", tampered)
+
+
+def test_the_salt_and_parameters_of_the_line_are_used() -> None:
+    with mock.patch.object(passwords, "SCRYPT_N", 2**10):
+        encoded = hash_password("pw")
+    scheme, n, r, p, salt, digest = encoded.split("$")
+    other_salt = base64.b64encode(bytes(16)).decode()
+    assert not verify_password("pw", "$".join([scheme, n, r, p, other_salt, digest]))
+    assert not verify_password("pw", "$".join([scheme, str(2**11), r, p, salt, digest]))
+    assert not verify_password("pw", "$".join([scheme, n, "2", p, salt, digest]))
+    assert not verify_password("pw", "$".join([scheme, n, r, "2", salt, digest]))

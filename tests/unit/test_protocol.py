@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import json
 import struct
@@ -11,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.fuzz import properties
 from vpn import protocol
 from vpn.errors import ProtocolError
 from vpn.protocol import MsgType
@@ -56,10 +56,17 @@ def test_arbitrary_bytes_parse_or_raise_protocol_error(data: bytes) -> None:
 
 @settings(max_examples=300)
 @given(st.binary(max_size=300))
-def test_arbitrary_control_payloads_never_crash(data: bytes) -> None:
-    for decode in (protocol.decode_hello, protocol.decode_config, protocol.decode_reason):
-        with contextlib.suppress(ProtocolError):
-            decode(data)
+def test_arbitrary_control_payloads_decode_or_say_why(data: bytes) -> None:
+    """Not just "no crash": a decode is a fixed point of encode → decode, a refusal is a
+    ProtocolError naming the message (tests/fuzz/properties.py)."""
+    properties.check_hello(data)
+    properties.check_config(data)
+    try:
+        reason, retry = protocol.decode_reason(data)
+    except ProtocolError as exc:
+        assert str(exc).startswith("ERROR/BYE: "), exc
+    else:
+        assert len(reason) <= 512 and isinstance(retry, bool)
 
 
 def test_unknown_type_is_refused() -> None:

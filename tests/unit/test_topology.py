@@ -11,6 +11,7 @@ import pytest
 from lab.model import TopologyError
 from lab.model.compose import default_files, load
 from lab.model.interpolate import interpolate
+from lab.model.topology import Attachment, Network, Node, Topology
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = {"VPNLAB_WORKDIR": "/tmp/vpnlab-test"}
@@ -282,6 +283,14 @@ def test_network_without_subnet(tmp_path: Path) -> None:
             "services: {x: {networks: {lan: {ipv4_address: 192.168.60.1}}}}",
             "192.168.60.1 on network 'lan' is reserved",
         ),
+        (  # the network's own address and its broadcast address are never handed out
+            "services: {x: {networks: {lan: {ipv4_address: 192.168.60.0}}}}",
+            "192.168.60.0 on network 'lan' is reserved",
+        ),
+        (
+            "services: {x: {networks: {lan: {ipv4_address: 192.168.60.255}}}}",
+            "192.168.60.255 on network 'lan' is reserved",
+        ),
         (
             "services: {x: {networks: {lan: {ipv4_address: nonsense}}}}",
             "'nonsense' on network 'lan' is not an IPv4 address",
@@ -313,3 +322,25 @@ def test_missing_file_and_no_file(tmp_path: Path) -> None:
         load([tmp_path / "absent.yml"], {})
     with pytest.raises(TopologyError, match="no compose file given"):
         load([], {})
+
+
+def test_lookups_that_miss_say_what_there_is() -> None:
+    a = Attachment(network="lan", address=ipaddress.IPv4Address("192.168.60.5"))
+    b = Attachment(network="internet", address=ipaddress.IPv4Address("10.9.0.5"))
+    node = Node(name="host1", attachments=(a, b))
+    net = Network(name="lan", subnet=ipaddress.IPv4Network("192.168.60.0/24"))
+    topo = Topology(networks={"lan": net}, nodes={"host1": node}, files=("a.yml", "b.yml"))
+    assert node.address("internet") == b.address and node.networks == ("lan", "internet")
+    assert topo.nodes_on("lan") == [node] and topo.nodes_on("dmz") == []
+    with pytest.raises(KeyError) as err:
+        node.address("dmz")
+    assert err.value.args == ("node 'host1' has no interface on network 'dmz'",)
+    with pytest.raises(KeyError) as err:
+        topo.node("ghost")
+    assert err.value.args == ("no node 'ghost' in a.yml, b.yml; nodes: host1",)
+    with pytest.raises(KeyError) as err:
+        Topology(networks={}, nodes={"b": node, "a": node}).node("ghost")
+    assert err.value.args == ("no node 'ghost' in the topology; nodes: a, b",)
+    with pytest.raises(KeyError) as err:
+        topo.network("dmz")
+    assert err.value.args == ("no network 'dmz'; networks: lan",)
