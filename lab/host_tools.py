@@ -21,9 +21,9 @@ def ensure() -> None:
     """Install what is missing (root and apt; deps.sh says what it does on stderr)."""
     if not DEPS.is_file():  # an installed package without the repository: nothing to run
         return
-    done = subprocess.run(
-        ["bash", str(DEPS)], stdout=sys.stderr, stderr=subprocess.PIPE, text=True, env=os.environ
-    )
+    done = subprocess.run(["bash", str(DEPS)], capture_output=True, text=True, env=os.environ)
+    if done.stdout:  # what it installed: progress, so stderr (stdout is a verb's data)
+        print(done.stdout, end="", file=sys.stderr)
     if done.returncode != 0:
         raise LabError(
             done.stderr.strip().splitlines()[-1]
