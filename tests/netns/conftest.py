@@ -13,6 +13,7 @@ import signal
 import subprocess
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -20,6 +21,7 @@ from pyroute2 import IPRoute
 from pyroute2 import netns as pr_netns
 
 from lab import procfs
+from tests.netns.harness import Testbed
 
 TUN_PATH = "/dev/net/tun"
 ROOT_REASON = "needs root for network namespaces and TUN devices (run as root: sudo make test)"
@@ -176,3 +178,18 @@ def spawn_in_netns() -> Callable[..., subprocess.Popen[str]]:
 def call_in_netns() -> Callable[..., Any]:
     """call_in_netns(ns, fn, *args) -> fn's result, computed on a thread inside `ns`."""
     return _call_in_netns
+
+
+@pytest.fixture
+def bed(tmp_path: Path) -> Iterator[Testbed]:
+    """The VPN testbed of tests/netns/harness.py: gateway, LAN host, clients added by the test;
+    every namespace and process removed afterwards, and the VPN logs printed for a failure."""
+    testbed = Testbed(tmp_path).up()
+    try:
+        yield testbed
+    finally:
+        logs = {p.log.name: p.output()[-3000:] for p in testbed.processes}
+        testbed.down()
+        assert testbed.leftovers() == [], "namespaces left behind"
+        for name, text in logs.items():
+            print(f"--- {name}\n{text}")

@@ -50,18 +50,11 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture
-def bed(tmp_path: Path) -> Iterator[Testbed]:
+def bed(bed: Testbed) -> Iterator[Testbed]:
+    """The shared testbed (tests/netns/conftest.py), and the host's resolver checked untouched."""
     before = _digest()
-    testbed = Testbed(tmp_path).up()
-    try:
-        yield testbed
-    finally:
-        logs = {p.log.name: p.output()[-3000:] for p in testbed.processes}
-        testbed.down()
-        assert testbed.leftovers() == [], "namespaces left behind"
-        for name, text in logs.items():
-            print(f"--- {name}\n{text}")
-        assert _digest() == before, "the host's /etc/resolv.conf changed"
+    yield bed
+    assert _digest() == before, "the host's /etc/resolv.conf changed"
 
 
 def start_server(bed: Testbed, args: list[str]):

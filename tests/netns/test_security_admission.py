@@ -34,14 +34,13 @@ from tests.netns.test_vpn import (  # the fixtures and helpers of the end-to-end
     _client_context,
     _read_error,
     _tls_to_gateway,
-    bed,
     pki,
     start_client,
     start_server,
 )
 from vpn import protocol
 
-__all__ = ["bed", "pki"]  # fixtures, used by name
+__all__ = ["pki"]  # fixtures, used by name
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0,

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,19 +31,6 @@ NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 @pytest.fixture
 def pki(tmp_path: Path) -> dict[str, Path]:
     return pki_mod.lab_pki(tmp_path / "pki", clients=("client1", "client2"))
-
-
-@pytest.fixture
-def bed(tmp_path: Path) -> Iterator[Testbed]:
-    testbed = Testbed(tmp_path).up()
-    try:
-        yield testbed
-    finally:
-        logs = {p.log.name: p.output()[-3000:] for p in testbed.processes}
-        testbed.down()
-        assert testbed.leftovers() == [], "namespaces left behind"
-        for name, text in logs.items():
-            print(f"--- {name}\n{text}")
 
 
 def start_server(bed: Testbed, pki: dict[str, Path], *extra: str, crl: bool = True):

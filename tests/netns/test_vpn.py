@@ -14,7 +14,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,19 +40,6 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return pki_mod.lab_pki(tmp_path_factory.mktemp("pki"), clients=("client1", "client2"))
-
-
-@pytest.fixture
-def bed(tmp_path: Path) -> Iterator[Testbed]:
-    testbed = Testbed(tmp_path).up()
-    try:
-        yield testbed
-    finally:
-        logs = {p.log.name: p.output()[-3000:] for p in testbed.processes}
-        testbed.down()
-        assert testbed.leftovers() == [], "namespaces left behind"
-        for name, text in logs.items():
-            print(f"--- {name}\n{text}")
 
 
 def start_server(bed: Testbed, pki: dict[str, Path], *extra: str, crl: bool = False):
