@@ -61,6 +61,7 @@ def running_lab(
 ) -> Iterator[Backend]:
     """Bring the lab up (compose/lab.yml plus `extra` files), yield its backend, take it down."""
     backend, record = new_lab(backend_name, extra)
+    backend.kept = keep
     started = time.monotonic()
     topology = backend.topology
     progress(f"lab up: {backend.name} backend, run {backend.run_id}, {len(topology.nodes)} nodes")

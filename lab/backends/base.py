@@ -96,6 +96,9 @@ class Backend(abc.ABC):
     # Bytes the runtime's own encapsulation takes from every lab link's MTU (an overlay's
     # VXLAN: 50); the tunnel's MTU is lowered by as much, so a full tunnel packet still fits.
     link_overhead: int = 0
+    # A lab meant to outlive the process that brings it up (`vpnlab up`, a kept scenario): a
+    # later run never takes it for the orphan of a killed run.
+    kept: bool = False
 
     def __init__(self, topology: Topology, run_id: str, workdir: Path) -> None:
         self.topology = topology

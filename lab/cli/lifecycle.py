@@ -76,6 +76,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         )
     apply_places(args.place)
     backend, record = new_lab(args.backend, args.extra)
+    backend.kept = True  # it outlives this command: `vpnlab down` removes it
     topology = backend.topology
     progress(
         f"topology: {len(topology.nodes)} nodes, {len(topology.networks)} networks "

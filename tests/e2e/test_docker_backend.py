@@ -309,3 +309,74 @@ def test_down_from_a_fresh_backend_removes_everything(lab: DockerBackend, engine
     assert _leftovers(engine, lab.project) == []
     fresh.down()  # twice is fine
     assert lab.run_id not in docker_lab.lab_runs(engine)
+
+
+def _lab_in_another_process(workdir: Path, run_id: str, *, kept: bool) -> subprocess.Popen[bytes]:
+    """A process that brings a lab up, prints `up` and waits for its stdin to close."""
+    workdir.mkdir()
+    code = (
+        "import os, sys; from pathlib import Path;"
+        "from lab.backends.docker.backend import DockerBackend;"
+        "from lab.model.compose import default_files, load;"
+        f"w = Path({str(workdir)!r});"
+        f"t = load(default_files(Path({str(REPO)!r})), {{**os.environ, 'VPNLAB_WORKDIR': str(w)}});"
+        f"b = DockerBackend(t, {run_id!r}, w); b.kept = {kept!r}; b.up(); print('up', flush=True);"
+        "sys.stdin.read()"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert process.stdout is not None and process.stdout.readline() == b"up\n"
+    return process
+
+
+def test_a_lab_left_by_a_killed_run_is_removed_by_the_next(engine, tmp_path: Path, capfd) -> None:
+    """A run SIGKILLed with its lab up (a lost CI job) must not block every later run.
+
+    Runs after the module's lab is down: the subnets are free for the killed run's lab.
+    """
+    orphan_id = _run_id()
+    orphan = f"vpnlab-{orphan_id}"
+    killed = None
+    try:
+        killed = _lab_in_another_process(tmp_path / "orphan", orphan_id, kept=False)
+        killed.send_signal(signal.SIGKILL)
+        killed.wait(timeout=30)
+        assert _leftovers(engine, orphan), "SIGKILL leaves the lab up: the case to handle"
+        capfd.readouterr()
+        backend = DockerBackend(_topology(tmp_path), _run_id(), tmp_path)
+        try:
+            backend.up()
+            said = capfd.readouterr().err
+            assert f"removing lab {orphan}" in said and f"pid {killed.pid}" in said, said
+            assert _leftovers(engine, orphan) == []
+            assert backend.exec("client", ["true"]).returncode == 0
+        finally:
+            backend.down()
+    finally:
+        if killed is not None and killed.poll() is None:
+            killed.kill()
+            killed.wait()
+        DockerBackend(_topology(tmp_path), orphan_id, tmp_path).down()
+
+
+def test_a_kept_lab_is_refused_never_removed(engine, tmp_path: Path) -> None:
+    """A lab meant to outlive its process (`vpnlab up`) is someone's: refused, not reaped."""
+    kept_id = _run_id()
+    maker = None
+    try:
+        maker = _lab_in_another_process(tmp_path / "kept", kept_id, kept=True)
+        maker.communicate(timeout=30)  # it exits, its lab stays up
+        assert maker.returncode == 0
+        other = DockerBackend(_topology(tmp_path), _run_id(), tmp_path)
+        try:
+            with pytest.raises(LabError, match=f"another lab is up \\(run {kept_id}\\)"):
+                other.up()
+        finally:
+            other.down()
+        assert _leftovers(engine, f"vpnlab-{kept_id}"), "the kept lab is untouched"
+    finally:
+        if maker is not None and maker.poll() is None:
+            maker.kill()
+            maker.wait()
+        DockerBackend(_topology(tmp_path), kept_id, tmp_path).down()

@@ -123,6 +123,15 @@ def test_inspect_json_follows_the_schema_and_the_topology(lab: Lab) -> None:
             subprocess.run(["docker", "inspect", client_object], capture_output=True).returncode
             == 0
         )
+        # `vpnlab up` exits with the lab up: its networks say it is kept, so that no later run
+        # takes it for the orphan of a killed one.
+        owners = subprocess.run(
+            ["docker", "network", "ls", "--filter",
+             f"label=com.docker.compose.project=vpnlab-{document['run_id']}",
+             "--format", '{{.Label "vpnlab.owner"}}'],
+            capture_output=True, text=True, check=True,
+        ).stdout.split()  # fmt: skip
+        assert owners and set(owners) == {"kept"}, owners
     else:
         assert (
             client_object

@@ -96,3 +96,12 @@ def test_cluster_down_from_a_crash_record_removes_it(
     assert cluster.engines() is None  # not ready: no backend uses it
     cluster.down(print)
     assert not data.exists() and not run.exists() and not cluster.record_path().exists()
+
+
+def test_the_cluster_record_is_on_the_host_not_in_a_checkout(monkeypatch) -> None:
+    """The cluster's namespace, veth and engine are the host's: so is the record naming them,
+    or a second checkout (a CI clone) could not find what a killed run in another one left."""
+    monkeypatch.delenv("VPNLAB_SWARM_DIR", raising=False)
+    assert cluster.record_path() == cluster.STATE_ROOT / "cluster.json"
+    assert not cluster.record_path().is_relative_to(REPO_ROOT)
+    assert cluster.log_path().is_relative_to(REPO_ROOT)  # the log is for the user who ran it

@@ -11,6 +11,7 @@ import re
 import shutil
 import socket
 import subprocess
+from typing import TYPE_CHECKING
 
 import docker
 import docker.errors
@@ -19,10 +20,17 @@ from lab.backends.docker.ping import docker_answers
 from lab.model import LabError
 from lab.procfs import start_time
 
+if TYPE_CHECKING:
+    from docker.models.networks import Network as DockerNetwork
+
 PROJECT_PREFIX = "vpnlab-"
 PROJECT = "com.docker.compose.project"
 SERVICE = "com.docker.compose.service"
 NETWORK = "com.docker.compose.network"
+OWNER = "vpnlab.owner"
+# The owner of a lab meant to outlive the process that made it (`vpnlab up`, a kept scenario):
+# such a lab is never an orphan, only `vpnlab down` removes it.
+KEPT = "kept"
 
 
 def project_name(run_id: str) -> str:
@@ -92,10 +100,37 @@ def lab_runs(client: docker.DockerClient | None = None) -> list[str]:
     return sorted(p.removeprefix(PROJECT_PREFIX) for p in projects if p.startswith(PROJECT_PREFIX))
 
 
+def project_networks(client: docker.DockerClient, project: str) -> list[DockerNetwork]:
+    """A compose project's networks: by label, and by name for any that lost their labels."""
+    found = {n.id: n for n in client.networks.list(filters={"label": f"{PROJECT}={project}"})}
+    for net in client.networks.list(names=[f"{project}_"]):
+        if net.name.startswith(f"{project}_"):
+            found.setdefault(net.id, net)
+    return list(found.values())
+
+
 def owner(pid: int) -> str | None:
     """host/pid/start-time of a live process: names a lab's owner, safe against pid reuse."""
     started = start_time(pid)
     return None if started is None else f"{socket.gethostname()}/{pid}/{started}"
+
+
+def lab_owner(kept: bool) -> str:
+    """The owner label of a lab this process brings up."""
+    return KEPT if kept else owner(os.getpid()) or ""
+
+
+def owner_gone(name: str) -> bool:
+    """Whether an owner string names a process of this host that has ended.
+
+    Its lab is an orphan: the run was killed before its teardown (SIGKILL, a lost session).
+    A kept lab, an unlabelled one or another host's are never called orphans.
+    """
+    host, _, rest = name.partition("/")
+    pid, _, started = rest.partition("/")
+    if host != socket.gethostname() or not pid.isdigit() or not started.isdigit():
+        return False
+    return owner(int(pid)) != name
 
 
 def owner_alive(name: str) -> bool:

@@ -20,11 +20,15 @@ import docker.errors
 from lab.backends.base import tail
 from lab.backends.docker import iptables
 from lab.backends.docker.engine import (
+    OWNER,
     PROJECT,
     PROJECT_PREFIX,
     compose_command,
+    lab_owner,
     owner,
     owner_alive,
+    owner_gone,
+    project_networks,
 )
 from lab.backends.docker.nodes import DockerNodes
 from lab.model import LabError
@@ -54,6 +58,7 @@ class DockerLifecycle(DockerNodes):
         deadline = time.monotonic() + self.wait_for_other
         while True:
             self._wait_for_other_labs(client, deadline)
+            self._reap_orphans(client)
             self._check_subnets(client)
             done = self._run_compose("up", "-d", "--no-build", "--remove-orphans", timeout=300)
             if done.returncode == 0:
@@ -89,23 +94,7 @@ class DockerLifecycle(DockerNodes):
             except (LabError, subprocess.TimeoutExpired) as exc:
                 problems.append(str(exc))
         # Whatever compose left (or could not see: other files, a crash): remove by label.
-        for container in client.containers.list(
-            all=True, filters={"label": f"{PROJECT}={self.project}"}
-        ):
-            with contextlib.suppress(docker.errors.NotFound):
-                container.remove(force=True, v=True)
-        for network in self._project_networks(client):
-            try:
-                network.remove()
-            except docker.errors.NotFound:
-                pass
-            except docker.errors.APIError as exc:
-                problems.append(f"network {network.name}: {exc}")
-        if self._project_networks(client) or client.containers.list(
-            all=True, filters={"label": f"{PROJECT}={self.project}"}
-        ):
-            detail = "; ".join(problems) or "containers or networks remain"
-            raise LabError(f"could not remove lab {self.project}: {detail}")
+        remove_project(client, self.project, problems)
 
     def _run_compose(self, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
         if not self.topology.files:
@@ -120,7 +109,7 @@ class DockerLifecycle(DockerNodes):
         env = {
             **os.environ,
             "VPNLAB_WORKDIR": str(self.workdir.resolve()),
-            "VPNLAB_OWNER": owner(os.getpid()) or "",
+            "VPNLAB_OWNER": lab_owner(self.kept),
         }
         return subprocess.run(
             [*argv, *args], env=env, capture_output=True, text=True, timeout=timeout
@@ -139,7 +128,7 @@ class DockerLifecycle(DockerNodes):
                     f"{labels.get(PROJECT)} (pid {holder.split('/')[1]})"
                     for net in self._overlapping(client)
                     for labels in [net.attrs.get("Labels") or {}]
-                    for holder in [labels.get("vpnlab.owner", "")]
+                    for holder in [labels.get(OWNER, "")]
                     if holder and holder != owner(os.getpid()) and owner_alive(holder)
                 }
             )
@@ -154,6 +143,33 @@ class DockerLifecycle(DockerNodes):
                 )
                 told = True
             time.sleep(1)
+
+    def _reap_orphans(self, client: docker.DockerClient) -> None:
+        """Remove the labs on our subnets whose owner process has ended without its teardown.
+
+        A run killed by SIGKILL (or with the session that ran it) leaves its lab up, and every
+        later run would be refused; its owner label proves nobody uses it any more. Only
+        single-engine labs (bridge networks) are removed here: a swarm lab spans engines.
+        """
+        orphans = {
+            labels[PROJECT]: labels[OWNER]
+            for net in self._overlapping(client)
+            for labels in [net.attrs.get("Labels") or {}]
+            if net.attrs.get("Driver") == "bridge"
+            and labels.get(PROJECT, "").startswith(PROJECT_PREFIX)
+            and owner_gone(labels.get(OWNER, ""))
+        }
+        for project, holder in sorted(orphans.items()):
+            print(
+                f"vpnlab: removing lab {project}: the run that made it (pid "
+                f"{holder.split('/')[1]}) ended without taking it down",
+                file=sys.stderr,
+                flush=True,
+            )
+            with contextlib.suppress(LabError):
+                iptables.remove_accept_rules(project)
+            problems: list[str] = []
+            remove_project(client, project, problems)
 
     def _overlapping(self, client: docker.DockerClient) -> list[DockerNetwork]:
         """Docker networks of other projects whose subnets overlap the lab's."""
@@ -248,3 +264,21 @@ class DockerLifecycle(DockerNodes):
         except LabError as exc:
             return False, str(exc)
         return done.returncode == 0, tail(done.stderr + done.stdout) or f"exit {done.returncode}"
+
+
+def remove_project(client: docker.DockerClient, project: str, problems: list[str]) -> None:
+    """Remove a compose project's containers and networks by label; a LabError if any remain."""
+    selector = {"label": f"{PROJECT}={project}"}
+    for container in client.containers.list(all=True, filters=selector):
+        with contextlib.suppress(docker.errors.NotFound):
+            container.remove(force=True, v=True)
+    for network in project_networks(client, project):
+        try:
+            network.remove()
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            problems.append(f"network {network.name}: {exc}")
+    if project_networks(client, project) or client.containers.list(all=True, filters=selector):
+        detail = "; ".join(problems) or "containers or networks remain"
+        raise LabError(f"could not remove lab {project}: {detail}")

@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING
 import docker
 
 from lab.backends.base import Backend
-from lab.backends.docker.engine import NETWORK, PROJECT, SERVICE, engine, project_name
+from lab.backends.docker.engine import (
+    NETWORK,
+    PROJECT,
+    SERVICE,
+    engine,
+    project_name,
+    project_networks,
+)
 from lab.model import LabError, Topology
 
 if TYPE_CHECKING:
@@ -83,10 +90,4 @@ class DockerNodes(Backend):
         raise LabError(f"network {network} of lab {self.project} does not exist: is the lab up?")
 
     def _project_networks(self, client: docker.DockerClient) -> list[DockerNetwork]:
-        found = {
-            n.id: n for n in client.networks.list(filters={"label": f"{PROJECT}={self.project}"})
-        }
-        for net in client.networks.list(names=[f"{self.project}_"]):
-            if net.name.startswith(f"{self.project}_"):
-                found.setdefault(net.id, net)
-        return list(found.values())
+        return project_networks(client, self.project)

@@ -7,10 +7,11 @@ second engine is entered with `nsenter --net` (not `ip netns exec`, which remoun
 hides the cgroup mounts dockerd needs), and shares /dev/net/tun and the filesystem (so bind
 mounts of a run's work directory work on both).
 
-Everything created is written first to a record (.cache/swarm/cluster.json), so `down()` —
-`make swarm-down`, and `make down` — removes it also after a crash: the swarm left on both
-engines, the second dockerd stopped by its pid (and the shims it left), its mounts, directories,
-veth and namespace removed.
+Everything created is written first to a record (/var/lib/vpnlab-swarm/cluster.json: on the
+host, like the namespace, veth and engine it names, so any checkout finds it), so `down()` —
+`make swarm-down`, and `make down`, and the next `up()` — removes it also after a crash: the
+swarm left on both engines, the second dockerd stopped by its pid (and the shims it left), its
+mounts, directories, veth and namespace removed.
 """
 
 from __future__ import annotations
@@ -37,16 +38,20 @@ HOST_ADDRESS, WORKER_ADDRESS, PREFIX = "10.250.0.1", "10.250.0.2", 30
 WORKER = "worker1"
 MANAGER = "manager"
 LOCAL_ENGINE = "unix:///var/run/docker.sock"
-DATA_ROOT = Path("/var/lib/vpnlab-swarm") / WORKER
+STATE_ROOT = Path("/var/lib/vpnlab-swarm")
+DATA_ROOT = STATE_ROOT / WORKER
 EXEC_ROOT = Path("/run/vpnlab-swarm") / WORKER  # short: containerd's socket path lives here
 
 Progress = Callable[[str], None]
 
 
 def record_path() -> Path:
-    return (
-        Path(os.environ.get("VPNLAB_SWARM_DIR") or REPO_ROOT / ".cache" / "swarm") / "cluster.json"
-    )
+    return Path(os.environ.get("VPNLAB_SWARM_DIR") or STATE_ROOT) / "cluster.json"
+
+
+def log_path() -> Path:
+    """The second dockerd's log: in the checkout, where its user looks."""
+    return REPO_ROOT / ".cache" / "swarm" / f"{WORKER}-dockerd.log"
 
 
 def read_record() -> dict[str, Any] | None:
@@ -157,7 +162,8 @@ def _start_dockerd(socket: str, progress: Progress) -> tuple[int, int | None]:
     config = EXEC_ROOT / "empty.json"
     config.write_text("{}\n")
     driver = _docker(LOCAL_ENGINE, "info", "--format", "{{.Driver}}").stdout.strip()
-    log = record_path().parent / f"{WORKER}-dockerd.log"
+    log = log_path()
+    log.parent.mkdir(parents=True, exist_ok=True)
     argv = [
         "nsenter", f"--net=/var/run/netns/{NETNS}", "dockerd", "--config-file", str(config),
         "--data-root", str(DATA_ROOT), "--exec-root", str(EXEC_ROOT),
@@ -221,6 +227,8 @@ def down(progress: Progress = print) -> None:
     if problems:
         raise LabError("swarm down left something behind: " + "; ".join(problems))
     record_path().unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        record_path().parent.rmdir()  # /var/lib/vpnlab-swarm, once its engine's data is gone
     progress("swarm: down — nothing of it is left")
 
 

@@ -20,7 +20,7 @@ import docker.errors
 from docker.types import IPAMConfig, IPAMPool
 
 from lab.backends.base import require_root, require_tun
-from lab.backends.docker.engine import NETWORK, PROJECT, SERVICE, owner
+from lab.backends.docker.engine import NETWORK, OWNER, PROJECT, SERVICE, lab_owner
 from lab.backends.docker.lifecycle import DEFAULT_IMAGE, DockerLifecycle
 from lab.backends.swarm.engines import engine_urls, ensure_image
 from lab.backends.swarm.nodes import ENGINE_LABEL, SWARM_LABEL, SwarmNodes
@@ -55,7 +55,7 @@ class SwarmLifecycle(SwarmNodes, DockerLifecycle):
         manager = self.engine()
         self._wait_for_other_labs(manager, time.monotonic() + self.wait_for_other)
         self._check_subnets(manager)
-        me = owner(os.getpid()) or ""
+        me = lab_owner(self.kept)
         for network in self.topology.networks.values():
             manager.networks.create(
                 f"{self.project}_{network.name}",
@@ -64,7 +64,7 @@ class SwarmLifecycle(SwarmNodes, DockerLifecycle):
                 internal=network.internal,
                 ipam=IPAMConfig(pool_configs=[IPAMPool(subnet=str(network.subnet))]),
                 labels={PROJECT: self.project, NETWORK: network.name, SWARM_LABEL: "1",
-                        "vpnlab.owner": me},
+                        OWNER: me},
             )  # fmt: skip
         # One thread per engine, its nodes one after the other: concurrent attachments of one
         # engine's containers to an overlay it has not joined yet time out on the manager.
