@@ -7,8 +7,10 @@ import subprocess
 
 import pytest
 
+from lab.backends.docker import engine as docker_lab
 from lab.backends.docker.ping import docker_answers
 from lab.backends.registry import ENTRIES
+from lab.model import LabError
 
 # netns first: it is quicker. A backend that needs a cluster (swarm) has its own tests.
 BACKENDS = sorted((n for n, e in ENTRIES.items() if e.every_e2e), key=lambda n: n != "netns")
@@ -36,3 +38,12 @@ def backend_name(request: pytest.FixtureRequest) -> str:
     if reason:
         pytest.skip(reason)
     return request.param
+
+
+@pytest.fixture(scope="module")
+def engine():
+    """A client of the host's Docker engine (the Docker backend's tests skip without one)."""
+    try:
+        return docker_lab.engine()
+    except LabError as exc:
+        pytest.skip(f"no Docker engine answers: {exc}")

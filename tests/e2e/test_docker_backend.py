@@ -21,35 +21,23 @@ import pytest
 from lab.backends.base import ExecTimeout
 from lab.backends.docker import engine as docker_lab  # pinned SDK: a broken import fails
 from lab.backends.docker.backend import DockerBackend
-from lab.model import LabError, Topology
-from lab.model.compose import default_files, load
-
-REPO = Path(__file__).resolve().parents[2]
-PROJECT_LABEL = "com.docker.compose.project"
+from lab.model import LabError
+from tests.e2e.dockerlab import (
+    PROJECT_LABEL,
+    REPO,
+    assert_refused_for,
+    leftovers,
+    run_id,
+    topology,
+)
 
 pytestmark = pytest.mark.docker
-
-
-def _topology(workdir: Path) -> Topology:
-    return load(default_files(REPO), {**os.environ, "VPNLAB_WORKDIR": str(workdir)})
-
-
-def _run_id() -> str:
-    return f"t{os.getpid()}{secrets.token_hex(3)}"
-
-
-@pytest.fixture(scope="module")
-def engine():
-    try:
-        return docker_lab.engine()
-    except LabError as exc:
-        pytest.skip(f"no Docker engine answers: {exc}")
 
 
 @pytest.fixture(scope="module")
 def lab(engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerBackend]:
     workdir = tmp_path_factory.mktemp("docker-lab")
-    backend = DockerBackend(_topology(workdir), _run_id(), workdir)
+    backend = DockerBackend(topology(workdir), run_id(), workdir)
     try:
         started = time.monotonic()
         backend.up()
@@ -57,13 +45,6 @@ def lab(engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerBack
         yield backend
     finally:
         backend.down()
-
-
-def _leftovers(engine, project: str) -> list[str]:
-    label = {"label": f"{PROJECT_LABEL}={project}"}
-    return [c.name for c in engine.containers.list(all=True, filters=label)] + [
-        n.name for n in engine.networks.list(filters=label)
-    ]
 
 
 def _ping(lab: DockerBackend, node: str, address: object, count: int = 1) -> int:
@@ -255,22 +236,17 @@ def ipaddress_of(raw: bytes) -> str:
 # -- errors that say what to do ---------------------------------------------------------------
 def test_up_without_the_image_says_make_images(engine, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("VPNLAB_IMAGE", f"vpnlab/missing-{secrets.token_hex(3)}:none")
-    backend = DockerBackend(_topology(tmp_path), _run_id(), tmp_path)
+    backend = DockerBackend(topology(tmp_path), run_id(), tmp_path)
     try:
         with pytest.raises(LabError, match="make images"):
             backend.up()
     finally:
         backend.down()
-    assert _leftovers(engine, backend.project) == []
+    assert leftovers(engine, backend.project) == []
 
 
 def test_a_second_lab_is_refused_while_one_is_up(lab: DockerBackend, tmp_path: Path) -> None:
-    other = DockerBackend(_topology(tmp_path), _run_id(), tmp_path)
-    try:
-        with pytest.raises(LabError, match=f"another lab is up \\(run {lab.run_id}\\).*make down"):
-            other.up()
-    finally:
-        other.down()
+    assert_refused_for(lab.run_id, tmp_path)
     assert lab.exec("client", ["true"]).returncode == 0, "the first lab is untouched"
 
 
@@ -286,7 +262,7 @@ def test_another_process_waits_while_this_lab_lives(lab: DockerBackend, tmp_path
         "from lab.backends.docker.backend import DockerBackend;"
         "from lab.model.compose import default_files, load;"
         f"w = Path({str(tmp_path)!r}); t = load(default_files(Path({str(REPO)!r})));"
-        f"b = DockerBackend(t, {_run_id()!r}, w, wait_for_other=3)\n"
+        f"b = DockerBackend(t, {run_id()!r}, w, wait_for_other=3)\n"
         "try:\n b.up()\nfinally:\n b.down()"
     )
     started = time.monotonic()
@@ -303,80 +279,9 @@ def test_another_process_waits_while_this_lab_lives(lab: DockerBackend, tmp_path
 
 def test_down_from_a_fresh_backend_removes_everything(lab: DockerBackend, engine) -> None:
     """Last: `make down` after a crash has only the run id and the compose files."""
-    assert _leftovers(engine, lab.project)
+    assert leftovers(engine, lab.project)
     fresh = DockerBackend(lab.topology, lab.run_id, lab.workdir)
     fresh.down()
-    assert _leftovers(engine, lab.project) == []
+    assert leftovers(engine, lab.project) == []
     fresh.down()  # twice is fine
     assert lab.run_id not in docker_lab.lab_runs(engine)
-
-
-def _lab_in_another_process(workdir: Path, run_id: str, *, kept: bool) -> subprocess.Popen[bytes]:
-    """A process that brings a lab up, prints `up` and waits for its stdin to close."""
-    workdir.mkdir()
-    code = (
-        "import os, sys; from pathlib import Path;"
-        "from lab.backends.docker.backend import DockerBackend;"
-        "from lab.model.compose import default_files, load;"
-        f"w = Path({str(workdir)!r});"
-        f"t = load(default_files(Path({str(REPO)!r})), {{**os.environ, 'VPNLAB_WORKDIR': str(w)}});"
-        f"b = DockerBackend(t, {run_id!r}, w); b.kept = {kept!r}; b.up(); print('up', flush=True);"
-        "sys.stdin.read()"
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-c", code], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE
-    )
-    assert process.stdout is not None and process.stdout.readline() == b"up\n"
-    return process
-
-
-def test_a_lab_left_by_a_killed_run_is_removed_by_the_next(engine, tmp_path: Path, capfd) -> None:
-    """A run SIGKILLed with its lab up (a lost CI job) must not block every later run.
-
-    Runs after the module's lab is down: the subnets are free for the killed run's lab.
-    """
-    orphan_id = _run_id()
-    orphan = f"vpnlab-{orphan_id}"
-    killed = None
-    try:
-        killed = _lab_in_another_process(tmp_path / "orphan", orphan_id, kept=False)
-        killed.send_signal(signal.SIGKILL)
-        killed.wait(timeout=30)
-        assert _leftovers(engine, orphan), "SIGKILL leaves the lab up: the case to handle"
-        capfd.readouterr()
-        backend = DockerBackend(_topology(tmp_path), _run_id(), tmp_path)
-        try:
-            backend.up()
-            said = capfd.readouterr().err
-            assert f"removing lab {orphan}" in said and f"pid {killed.pid}" in said, said
-            assert _leftovers(engine, orphan) == []
-            assert backend.exec("client", ["true"]).returncode == 0
-        finally:
-            backend.down()
-    finally:
-        if killed is not None and killed.poll() is None:
-            killed.kill()
-            killed.wait()
-        DockerBackend(_topology(tmp_path), orphan_id, tmp_path).down()
-
-
-def test_a_kept_lab_is_refused_never_removed(engine, tmp_path: Path) -> None:
-    """A lab meant to outlive its process (`vpnlab up`) is someone's: refused, not reaped."""
-    kept_id = _run_id()
-    maker = None
-    try:
-        maker = _lab_in_another_process(tmp_path / "kept", kept_id, kept=True)
-        maker.communicate(timeout=30)  # it exits, its lab stays up
-        assert maker.returncode == 0
-        other = DockerBackend(_topology(tmp_path), _run_id(), tmp_path)
-        try:
-            with pytest.raises(LabError, match=f"another lab is up \\(run {kept_id}\\)"):
-                other.up()
-        finally:
-            other.down()
-        assert _leftovers(engine, f"vpnlab-{kept_id}"), "the kept lab is untouched"
-    finally:
-        if maker is not None and maker.poll() is None:
-            maker.kill()
-            maker.wait()
-        DockerBackend(_topology(tmp_path), kept_id, tmp_path).down()

@@ -29,6 +29,7 @@ from lab.backends.docker.engine import (
     owner_alive,
     owner_gone,
     project_networks,
+    remove_network,
 )
 from lab.backends.docker.nodes import DockerNodes
 from lab.model import LabError
@@ -273,12 +274,9 @@ def remove_project(client: docker.DockerClient, project: str, problems: list[str
         with contextlib.suppress(docker.errors.NotFound):
             container.remove(force=True, v=True)
     for network in project_networks(client, project):
-        try:
-            network.remove()
-        except docker.errors.NotFound:
-            pass
-        except docker.errors.APIError as exc:
-            problems.append(f"network {network.name}: {exc}")
+        left = remove_network(client, network, seconds=20)
+        if left:
+            problems.append(left)
     if project_networks(client, project) or client.containers.list(all=True, filters=selector):
         detail = "; ".join(problems) or "containers or networks remain"
         raise LabError(f"could not remove lab {project}: {detail}")

@@ -20,7 +20,14 @@ import docker.errors
 from docker.types import IPAMConfig, IPAMPool
 
 from lab.backends.base import require_root, require_tun
-from lab.backends.docker.engine import NETWORK, OWNER, PROJECT, SERVICE, lab_owner
+from lab.backends.docker.engine import (
+    NETWORK,
+    OWNER,
+    PROJECT,
+    SERVICE,
+    lab_owner,
+    remove_network,
+)
 from lab.backends.docker.lifecycle import DEFAULT_IMAGE, DockerLifecycle
 from lab.backends.swarm.engines import engine_urls, ensure_image
 from lab.backends.swarm.nodes import ENGINE_LABEL, SWARM_LABEL, SwarmNodes
@@ -168,18 +175,10 @@ class SwarmLifecycle(SwarmNodes, DockerLifecycle):
         problems = []
         deadline = time.monotonic() + 30
         for network in self._project_networks(manager):
-            while True:
-                try:
-                    network.remove()
-                    break
-                except docker.errors.NotFound:
-                    break
-                except docker.errors.APIError as exc:
-                    # A worker's endpoints go a moment after its containers.
-                    if time.monotonic() > deadline:
-                        problems.append(f"network {network.name}: {exc}")
-                        break
-                    time.sleep(0.5)
+            # A worker's endpoints go a moment after its containers.
+            left = remove_network(manager, network, seconds=deadline - time.monotonic())
+            if left:
+                problems.append(left)
         # The manager forgets a removed overlay a moment later; the next lab checks its subnets.
         while self._project_networks(manager) and time.monotonic() < deadline:
             time.sleep(0.2)
