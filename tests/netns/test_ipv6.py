@@ -274,6 +274,35 @@ def test_client_connects_to_a_name_that_resolves_to_ipv6(
     assert ping6(bed, ns, HOST6).returncode == 0
 
 
+def test_an_ipv6_route_pushed_on_reload_reaches_the_client_without_a_reconnect(
+    bed: Testbed, pki: dict[str, Path], tmp_path: Path
+) -> None:
+    settings = tmp_path / "server.toml"
+    settings.write_text(f'route = ["{LAN6}"]\n')
+    lan6(bed)
+    args = server_args(pki, "--pool6", POOL6, "--enable-forwarding", "--config", str(settings))
+    at = args.index("--route")
+    del args[at : at + 2]  # from the file, or the flag would win over it
+    server = bed.spawn(bed.gateway, "server", args)
+    wait_for("the server", lambda: "event=listening" in server.output() or not server.alive())
+    start_client(bed, pki, "client1")
+    ns = bed.clients["client1"]
+    up6(bed, "client1")
+    extra = "fd00:209::/64"
+    settings.write_text(f'route = ["{LAN6}", "{extra}"]\n')
+    server.popen.send_signal(signal.SIGHUP)
+    wait_for(
+        "the new route", lambda: f"{extra} dev vpn0" in bed.run(ns, "ip", "-6", "route").stdout
+    )
+    status = connected(bed, ns)
+    assert status is not None and status["reconnects"] == 0 and status["updates"] == 1
+    assert status["routes6"] == [LAN6, extra]
+    settings.write_text(f'route = ["{LAN6}"]\n')
+    server.popen.send_signal(signal.SIGHUP)
+    wait_for("the route gone", lambda: extra not in bed.run(ns, "ip", "-6", "route").stdout)
+    assert ping6(bed, ns, HOST6).returncode == 0, "the LAN route stays"
+
+
 def test_without_pool6_the_tunnel_has_no_ipv6(bed: Testbed, pki: dict[str, Path]) -> None:
     server = bed.spawn(bed.gateway, "server", server_args(pki))
     wait_for("the server", lambda: "event=listening" in server.output() or not server.alive())
