@@ -303,6 +303,33 @@ def test_an_ipv6_route_pushed_on_reload_reaches_the_client_without_a_reconnect(
     assert ping6(bed, ns, HOST6).returncode == 0, "the LAN route stays"
 
 
+def test_two_clients_get_distinct_ipv6_addresses_and_client_to_client_off_covers_ipv6(
+    bed: Testbed, pki: dict[str, Path]
+) -> None:
+    start_server(bed, pki)
+    start_client(bed, pki, "client1")
+    start_client(bed, pki, "client2")
+    one, two = up6(bed, "client1"), up6(bed, "client2")
+    assert one["address6"] != two["address6"]
+    for name in ("client1", "client2"):
+        assert ping6(bed, bed.clients[name], HOST6).returncode == 0
+    two6 = str(ipaddress.IPv6Interface(two["address6"]).ip)
+    assert ping6(bed, bed.clients["client1"], two6, "-c", "1").returncode != 0
+    rows = {c["identity"]: c for c in bed.status(bed.gateway)["clients"]}
+    assert rows["client1"]["dropped_filtered"] >= 1 and rows["client1"]["dropped_spoofed"] == 0
+    assert {rows["client1"]["address6"], rows["client2"]["address6"]} == {
+        str(ipaddress.IPv6Interface(s["address6"]).ip) for s in (one, two)
+    }
+
+
+def test_pool6_without_ipv6_forwarding_is_refused(bed: Testbed, pki: dict[str, Path]) -> None:
+    bed.run(bed.gateway, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=0", check=True)
+    server = bed.spawn(bed.gateway, "server", server_args(pki, "--pool6", POOL6))
+    wait_for("the server to exit", lambda: not server.alive())
+    assert server.popen.returncode != 0
+    assert "IPv6 forwarding is off" in server.output(), server.output()
+
+
 def test_without_pool6_the_tunnel_has_no_ipv6(bed: Testbed, pki: dict[str, Path]) -> None:
     server = bed.spawn(bed.gateway, "server", server_args(pki))
     wait_for("the server", lambda: "event=listening" in server.output() or not server.alive())
