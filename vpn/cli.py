@@ -64,7 +64,9 @@ def format_status(status: dict[str, Any]) -> str:
     lines: list[str] = []
     if status["role"] == "server":
         lines.append(
-            f"server {status['listen']}  tun {status['tun']} {status['address']}  "
+            f"server {status['listen']}  tun {status['tun']} {status['address']}"
+            + (f" {status['address6']}" if status.get("address6") else "")
+            + "  "
             f"offload {'on' if status['offload'] else 'off'}  up {_since(status['started'])}  "
             f"clients {len(status['clients'])}  handshaking {status['handshaking']}"
         )
@@ -72,7 +74,8 @@ def format_status(status: dict[str, Any]) -> str:
         rows = [
             (
                 c["identity"] + (f" ({c['user']})" if c["user"] else ""),
-                c["address"] + "".join(f" +{s}" for s in c["subnets"]),
+                " ".join(filter(None, (c["address"], c.get("address6"))))
+                + "".join(f" +{s}" for s in c["subnets"]),
                 c["peer"],
                 _since(c["connected_since"]),
                 _size(c["rx_bytes"]),
@@ -92,10 +95,12 @@ def format_status(status: dict[str, Any]) -> str:
     else:
         lines.append(
             f"client → {status['server']}  {status['state']}  tun {status['tun'] or '-'} "
-            f"{status['address'] or '-'}  since {_since(status['connected_since'])}  "
-            f"reconnects {status['reconnects']}"
+            f"{status['address'] or '-'}"
+            + (f" {status['address6']}" if status.get("address6") else "")
+            + f"  since {_since(status['connected_since'])}  reconnects {status['reconnects']}"
         )
-        lines.append(f"routes: {', '.join(status['routes']) or '-'}")
+        routes = [*status["routes"], *status.get("routes6", [])]
+        lines.append(f"routes: {', '.join(routes) or '-'}")
         lines.append(
             f"rx {_size(status['rx_bytes'])} / {status['rx_packets']} pkts   "
             f"tx {_size(status['tx_bytes'])} / {status['tx_packets']} pkts   drops {_drops(status)}"

@@ -31,13 +31,22 @@ class TlsFiles:
 
 @dataclass
 class ServerConfig(TlsFiles):
-    listen: str = opt("0.0.0.0:4433", "address:port to accept TLS connections on")
-    pool: str = opt("192.168.53.0/24", "tunnel address pool; the server takes its first address")
-    route: list[str] = opt(
-        [], "network pushed to clients as a route (repeatable)", many=True, metavar="CIDR"
+    listen: str = opt(
+        "[::]:4433",
+        "address:port to accept TLS connections on; [::] (the default) takes IPv4 and IPv6",
     )
+    pool: str = opt("192.168.53.0/24", "tunnel address pool; the server takes its first address")
+    pool6: str = opt(
+        "",
+        "IPv6 tunnel pool (e.g. fd00:53::/64); the server takes its first address; empty: no IPv6",
+        metavar="CIDR",
+    )
+    route: list[str] = opt(
+        [], "network pushed to clients as a route, IPv4 or IPv6 (repeatable)", many=True,
+        metavar="CIDR",
+    )  # fmt: skip
     client_subnet: list[str] = opt(
-        [], "NAME=CIDR: a subnet that lives behind client NAME (iroute; repeatable)", many=True
+        [], "NAME=CIDR: a subnet (IPv4 or IPv6) behind client NAME (iroute; repeatable)", many=True
     )
     tun: str = opt("tun%d", "TUN device name or pattern")
     mtu: int = opt(1400, "MTU of the TUN device, pushed to clients")
@@ -116,14 +125,20 @@ class Pushed:
     routes: tuple[ipaddress.IPv4Network, ...] = ()
     dns: tuple[ipaddress.IPv4Address, ...] = ()
     search: tuple[str, ...] = ()
+    routes6: tuple[ipaddress.IPv6Network, ...] = ()
 
 
 def parse_pushed(config: ServerConfig) -> Pushed:
     """--route, --dns and --dns-search, checked with the limits the client will apply."""
+    v6 = [r for r in config.route if isinstance(r, str) and ":" in r]
+    v4 = [r for r in config.route if r not in v6]
     try:
-        routes = wirefields.routes(config.route)
+        routes = wirefields.routes(v4)
+        routes6 = wirefields.routes6(v6)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"--route: {exc}") from None
+    if routes6 and not config.pool6:
+        raise ConfigError(f"--route {routes6[0]}: an IPv6 route needs an IPv6 pool (--pool6)")
     try:
         dns = wirefields.name_servers(config.dns)
     except (TypeError, ValueError) as exc:
@@ -132,7 +147,7 @@ def parse_pushed(config: ServerConfig) -> Pushed:
         search = wirefields.search_domains(config.dns_search)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"--dns-search: {exc}") from None
-    return Pushed(routes, dns, search)
+    return Pushed(routes, dns, search, routes6)
 
 
 def flag(name: str) -> str:
@@ -140,9 +155,19 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def _ipv6_literal(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def parse_endpoint(text: str, what: str, default_port: int = 4433) -> tuple[str, int]:
+    """HOST:PORT, [IPV6]:PORT, or a host alone (IPv4, name, [IPV6], or an IPv6 literal without
+    brackets: then the port is the default one — write [IPV6]:PORT for another)."""
     host, sep, port = text.rpartition(":")
-    if not sep:
+    if not sep or text.endswith("]") or _ipv6_literal(text):
         host, port = text, str(default_port)
     try:
         number = int(port)
@@ -155,8 +180,12 @@ def parse_endpoint(text: str, what: str, default_port: int = 4433) -> tuple[str,
     return host.strip("[]"), number
 
 
-def parse_client_subnets(items: list[str]) -> dict[str, list[ipaddress.IPv4Network]]:
-    subnets: dict[str, list[ipaddress.IPv4Network]] = {}
+Subnet = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_client_subnets(items: list[str], *, ipv6: bool = True) -> dict[str, list[Subnet]]:
+    """NAME=CIDR items, IPv4 or IPv6 (an IPv6 one only when `ipv6`: the server has --pool6)."""
+    subnets: dict[str, list[Subnet]] = {}
     for item in items:
         name, sep, cidr = item.partition("=")
         if not sep or not name:
@@ -164,10 +193,36 @@ def parse_client_subnets(items: list[str]) -> dict[str, list[ipaddress.IPv4Netwo
                 f"client_subnet {item!r}: expected NAME=CIDR, e.g. site2=192.168.50.0/24"
             )
         try:
-            subnets.setdefault(name, []).append(ipaddress.IPv4Network(cidr))
+            subnet = ipaddress.ip_network(cidr)
+            if subnet.version == 6:
+                subnet = wirefields.routes6([cidr])[0]
         except ValueError as exc:
             raise ConfigError(f"client_subnet {item!r}: {exc}") from None
+        if subnet.version == 6 and not ipv6:
+            raise ConfigError(f"client_subnet {item!r}: an IPv6 subnet needs --pool6")
+        subnets.setdefault(name, []).append(subnet)
     return subnets
+
+
+def parse_pool6(config: ServerConfig) -> ipaddress.IPv6Network | None:
+    """--pool6, and what IPv6 needs of the tunnel: an MTU of at least 1280."""
+    if not config.pool6:
+        return None
+    try:
+        network = ipaddress.IPv6Network(config.pool6)
+        wirefields.address6(str(network.network_address + 1))
+    except ValueError as exc:
+        raise ConfigError(f"--pool6 {config.pool6!r}: {exc}") from None
+    if network.prefixlen < wirefields.MIN_PREFIX6 or network.prefixlen > 126:
+        raise ConfigError(f"--pool6 {network}: the prefix must be /{wirefields.MIN_PREFIX6}../126")
+    if config.mtu < wirefields.IPV6_MIN_MTU:
+        raise ConfigError(
+            f"--mtu {config.mtu} is below {wirefields.IPV6_MIN_MTU}, the least IPv6 allows: "
+            "raise --mtu or leave out --pool6"
+        )
+    if config.tap:
+        raise ConfigError("--pool6 is for layer-3 (TUN) mode; a TAP carries IPv6 as it is")
+    return network
 
 
 def require_tls_files(config: TlsFiles, role: str) -> None:

@@ -1,5 +1,5 @@
-"""Building and reading IPv4 packets by hand (pure): for the lab's TUN experiments, spoofing
-tests and anything that writes crafted packets into a TUN device or a raw socket."""
+"""Building and reading IPv4 and IPv6 packets by hand (pure): for the lab's TUN experiments,
+spoofing tests and anything that writes crafted packets into a TUN device or a raw socket."""
 
 from __future__ import annotations
 
@@ -11,7 +11,12 @@ IPPROTO_ICMP = 1
 IPPROTO_UDP = 17
 ICMP_ECHO_REPLY = 0
 ICMP_ECHO_REQUEST = 8
+IPPROTO_ICMPV6 = 58
+ICMPV6_PACKET_TOO_BIG = 2
+ICMPV6_ECHO_REQUEST = 128
+ICMPV6_ECHO_REPLY = 129
 _IPV4 = struct.Struct("!BBHHHBBH4s4s")
+_IPV6 = struct.Struct("!IHBB16s16s")
 
 
 def checksum(data: bytes) -> int:
@@ -51,6 +56,39 @@ def udp(source: str, destination: str, sport: int, dport: int, data: bytes) -> b
         IPPROTO_UDP,
         struct.pack("!HHHH", sport, dport, 8 + len(data), 0) + data,
     )
+
+
+def checksum6(source: str, destination: str, protocol: int, payload: bytes) -> int:
+    """The checksum of an IPv6 upper-layer payload (ICMPv6, UDP, TCP) over the pseudo-header
+    of RFC 8200 §8.1: source, destination, upper-layer length, next header. Zero over a
+    payload that carries its right checksum."""
+    pseudo = (
+        ipaddress.IPv6Address(source).packed
+        + ipaddress.IPv6Address(destination).packed
+        + struct.pack("!IxxxB", len(payload), protocol)
+    )
+    return checksum(pseudo + payload)
+
+
+def ipv6(
+    source: str, destination: str, next_header: int, payload: bytes, *, hops: int = 64
+) -> bytes:
+    src, dst = ipaddress.IPv6Address(source).packed, ipaddress.IPv6Address(destination).packed
+    return _IPV6.pack(6 << 28, len(payload), next_header, hops, src, dst) + payload
+
+
+def udp6(source: str, destination: str, sport: int, dport: int, data: bytes) -> bytes:
+    """A UDP datagram in IPv6, with its checksum (mandatory in IPv6)."""
+    body = struct.pack("!HHHH", sport, dport, 8 + len(data), 0) + data
+    csum = checksum6(source, destination, IPPROTO_UDP, body) or 0xFFFF
+    return ipv6(source, destination, IPPROTO_UDP, body[:6] + struct.pack("!H", csum) + body[8:])
+
+
+def icmpv6_echo(source: str, destination: str, *, ident: int = 0x1234, seq: int = 1,
+                data: bytes = b"vpnlab") -> bytes:  # fmt: skip
+    body = struct.pack("!BBHHH", ICMPV6_ECHO_REQUEST, 0, 0, ident, seq) + data
+    csum = checksum6(source, destination, IPPROTO_ICMPV6, body)
+    return ipv6(source, destination, IPPROTO_ICMPV6, body[:2] + struct.pack("!H", csum) + body[4:])
 
 
 @dataclass(frozen=True)

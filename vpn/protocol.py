@@ -159,6 +159,7 @@ class Hello:
     user: str = ""
     password: str = field(default="", repr=False)
     address: str = ""  # the address it had before a reconnect, if any
+    address6: str = ""  # its IPv6 address before a reconnect, if any
 
     def encode(self) -> bytes:
         message: dict[str, Any] = {
@@ -171,6 +172,8 @@ class Hello:
             message["password"] = self.password
         if self.address:
             message["address"] = self.address
+        if self.address6:
+            message["address6"] = self.address6
         return encode_control(MsgType.HELLO, message)
 
 
@@ -190,6 +193,12 @@ def decode_hello(payload: bytes | memoryview) -> Hello:
             ipaddress.IPv4Address(address)
         except ValueError:
             raise ProtocolError(f"HELLO: 'address' {address!r} is not an IPv4 address") from None
+    address6 = _string(message, "address6", "HELLO", required=False)
+    if address6:
+        try:
+            address6 = str(wirefields.address6(address6))
+        except ValueError:
+            raise ProtocolError(f"HELLO: 'address6' {address6!r} is not an IPv6 address") from None
     return Hello(
         version=version,
         name=_string(message, "name", "HELLO")[:MAX_NAME],
@@ -197,6 +206,7 @@ def decode_hello(payload: bytes | memoryview) -> Hello:
         user=_string(message, "user", "HELLO", required=False),
         password=_string(message, "password", "HELLO", required=False),
         address=address,
+        address6=address6,
     )
 
 
@@ -217,6 +227,11 @@ class Config:
     tap: bool = False  # layer 2: DATA frames carry Ethernet frames for a TAP device
     dns: tuple[ipaddress.IPv4Address, ...] = ()  # name servers on the far side of the tunnel
     search: tuple[str, ...] = ()  # search domains to go with them
+    # IPv6 (the gateway has --pool6): the client's address with the pool's prefix, the
+    # gateway's own, and the IPv6 networks to route through the tunnel
+    address6: ipaddress.IPv6Interface | None = None
+    server_address6: ipaddress.IPv6Address | None = None
+    routes6: tuple[ipaddress.IPv6Network, ...] = ()
 
     def encode(self) -> bytes:
         message: dict[str, Any] = {
@@ -232,12 +247,16 @@ class Config:
         }
         if self.dns or self.search:
             message["dns"] = {"servers": [str(a) for a in self.dns], "search": list(self.search)}
+        if self.address6 is not None and self.server_address6 is not None:
+            message["address6"] = str(self.address6)
+            message["server_address6"] = str(self.server_address6)
+            message["routes6"] = [str(r) for r in self.routes6]
         return encode_control(MsgType.CONFIG, message)
 
     def same_link(self, other: Config) -> bool:
         """True when `other` differs from this one only in what can change live: routes, name
         servers, search domains and timers."""
-        keep = ("address", "server_address", "mtu", "offload", "tap")
+        keep = ("address", "server_address", "mtu", "offload", "tap", "address6", "server_address6")
         return all(getattr(self, k) == getattr(other, k) for k in keep)
 
 
@@ -257,10 +276,19 @@ def decode_config(payload: bytes | memoryview) -> Config:
         raise ProtocolError("CONFIG: keepalive must be in (0, 3600] and below dead_peer (<= 86400)")
     features = field(message, "features", wirefields.features, [])
     dns, search = field(message, "dns", _dns, ((), ()))
+    address6 = server_address6 = None
+    routes6: tuple[ipaddress.IPv6Network, ...] = ()
+    if "address6" in message:
+        address6 = field(message, "address6", wirefields.interface6)
+        server_address6 = field(message, "server_address6", wirefields.address6)
+        routes6 = field(message, "routes6", wirefields.routes6, ())
+    mtu = field(message, "mtu", wirefields.mtu)
+    if address6 is not None and mtu < wirefields.IPV6_MIN_MTU:
+        raise ProtocolError(f"CONFIG: mtu {mtu} is below {wirefields.IPV6_MIN_MTU}, IPv6's least")
     return Config(
         address=field(message, "address", ipaddress.IPv4Interface),
         server_address=field(message, "server_address", ipaddress.IPv4Address),
-        mtu=field(message, "mtu", wirefields.mtu),
+        mtu=mtu,
         routes=field(message, "routes", wirefields.routes, ()),
         keepalive=keepalive,
         dead_peer=dead_peer,
@@ -268,6 +296,9 @@ def decode_config(payload: bytes | memoryview) -> Config:
         tap=FEATURE_TAP in features,
         dns=dns,
         search=search,
+        address6=address6,
+        server_address6=server_address6,
+        routes6=routes6,
     )
 
 

@@ -1,4 +1,5 @@
-"""Checks on the fields of a CONFIG a server pushes: routes, MTU, name servers, search domains.
+"""Checks on the fields of a CONFIG a server pushes: routes, MTU, name servers, search domains,
+and the IPv6 address and routes.
 
 Apart from `vpn.protocol` because the client applies these values to its own machine (routing
 table, resolver): a hostile or broken gateway must get a clear ProtocolError for each malformed
@@ -17,6 +18,13 @@ MAX_ROUTES = 64
 MAX_DNS = 8  # name servers (glibc reads three; more are a mistake or an attack)
 MAX_SEARCH = 8  # search domains
 MAX_DOMAIN = 253
+IPV6_MIN_MTU = 1280  # RFC 8200: a link that carries IPv6 carries packets of 1280 bytes
+MIN_PREFIX6 = 16  # an IPv6 tunnel prefix shorter than this would put half the internet on-link
+# IPv6 networks a gateway may not route through the tunnel: the client's own link-local
+# addresses, multicast and loopback live there, and taking them over breaks its other links.
+_NOT_ROUTABLE6 = tuple(
+    ipaddress.IPv6Network(n) for n in ("fe80::/10", "ff00::/8", "::1/128", "::ffff:0:0/96")
+)
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
 
 
@@ -48,6 +56,39 @@ def _strings(value: Any, limit: int, what: str) -> list[str]:
 
 def routes(value: Any) -> tuple[ipaddress.IPv4Network, ...]:
     return tuple(ipaddress.IPv4Network(r) for r in _strings(value, MAX_ROUTES, "networks"))
+
+
+def routes6(value: Any) -> tuple[ipaddress.IPv6Network, ...]:
+    """IPv6 networks to route through the tunnel: none inside link-local, multicast, loopback
+    or IPv4-mapped space (::/0, a default route, is allowed, as 0.0.0.0/0 is for IPv4)."""
+    networks = tuple(ipaddress.IPv6Network(r) for r in _strings(value, MAX_ROUTES, "networks"))
+    for network in networks:
+        if network.prefixlen and any(network.subnet_of(n) for n in _NOT_ROUTABLE6):
+            raise ValueError(f"{network} is link-local, multicast, loopback or IPv4-mapped")
+    return networks
+
+
+def address6(value: Any) -> ipaddress.IPv6Address:
+    """A unicast IPv6 address a tunnel end may use (not link-local, multicast, loopback, ::)."""
+    if not isinstance(value, str) or len(value) > 64:
+        raise ValueError("must be an IPv6 address as a string")
+    address = ipaddress.IPv6Address(value)
+    if address.is_multicast or address.is_link_local or address.is_loopback:
+        raise ValueError(f"{address} is not a unicast global or unique-local address")
+    if address.is_unspecified or address.ipv4_mapped is not None:
+        raise ValueError(f"{address} is not a unicast global or unique-local address")
+    return address
+
+
+def interface6(value: Any) -> ipaddress.IPv6Interface:
+    """The client's IPv6 address with the tunnel's prefix, like fd00:53::7/64."""
+    if not isinstance(value, str) or "/" not in value:
+        raise ValueError("must be an IPv6 address with a prefix length, like fd00:53::7/64")
+    text, _, prefix = value.partition("/")
+    interface = ipaddress.IPv6Interface(f"{address6(text)}/{prefix}")
+    if interface.network.prefixlen < MIN_PREFIX6:
+        raise ValueError(f"prefix /{interface.network.prefixlen} is shorter than /{MIN_PREFIX6}")
+    return interface
 
 
 def name_servers(value: Any) -> tuple[ipaddress.IPv4Address, ...]:

@@ -19,7 +19,7 @@ def parse(cls: type, argv: list[str]) -> object:
 def test_defaults() -> None:
     cfg = parse(config.ServerConfig, [])
     assert cfg.pool == "192.168.53.0/24"
-    assert cfg.listen == "0.0.0.0:4433"
+    assert cfg.listen == "[::]:4433"  # IPv4 and IPv6, one dual-stack socket
     assert cfg.route == []
     assert cfg.client_to_client is False
 

@@ -122,6 +122,7 @@ class Client:
             user=self.config.user,
             password=self.password,
             address=str(applied.address.ip) if (applied := self.tunnel.applied) else "",
+            address6=str(applied.address6.ip) if applied and applied.address6 else "",
         )
         link.send_frame(hello.encode())
         try:
@@ -187,7 +188,12 @@ class Client:
         config = link.configured.result()
         self.link = link
         self.state = "connected"
-        log.event("connected", server=f"{self.host}:{self.port}", address=str(config.address))
+        log.event(
+            "connected",
+            server=f"{self.host}:{self.port}",
+            address=str(config.address),
+            address6=str(config.address6 or "-"),
+        )
         self.resume_tun()
         timer = self.loop.create_task(
             keep_alive(
@@ -239,7 +245,9 @@ class Client:
             "state": self.state,
             "tun": self.tunnel.tun.name if self.tunnel.tun else "",
             "address": str(applied.address) if (applied := self.tunnel.applied) else "",
+            "address6": str(applied.address6) if applied and applied.address6 else "",
             "routes": [str(r) for r in applied.routes] if applied else [],
+            "routes6": [str(r) for r in applied.routes6] if applied and applied.address6 else [],
             "dns": [str(a) for a in applied.dns] if applied else [],
             "search": list(applied.search) if applied else [],
             "updates": self.tunnel.updates,

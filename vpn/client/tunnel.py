@@ -7,7 +7,7 @@ through the same undo stack, with the device and its address left as they are.""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from ipaddress import IPv4Network
+from ipaddress import IPv4Network, IPv6Network
 
 from vpn import log, protocol
 from vpn.client.resolver import Resolver
@@ -48,10 +48,16 @@ class Tunnel:
             raise
         self.tun, self.net = tun, stack
         try:
-            stack.disable_ipv6(tun.name)
+            if config.address6 is None:
+                stack.disable_ipv6(tun.name)  # no IPv6 in this tunnel: none may leak into it
+            else:
+                stack.enable_ipv6(tun.name)
+                stack.add_address(tun.name, str(config.address6), nodad=True)
             stack.add_address(tun.name, str(config.address))
             stack.set_link(tun.name, up=True, mtu=config.mtu)
             for route in self._own(config, config.routes):
+                stack.add_route(str(route), dev=tun.name)
+            for route in self._own(config, self._routes6(config)):
                 stack.add_route(str(route), dev=tun.name)
         except BaseException:
             self.teardown()
@@ -62,21 +68,38 @@ class Tunnel:
             "configured",
             tun=tun.name,
             address=str(config.address),
-            routes=",".join(map(str, config.routes)) or "-",
+            address6=str(config.address6 or "-"),
+            routes=",".join(map(str, (*config.routes, *self._routes6(config)))) or "-",
             mtu=config.mtu,
             offload=config.offload,
         )
 
     @staticmethod
-    def _own(config: protocol.Config, routes: Sequence[IPv4Network]) -> list[IPv4Network]:
+    def _routes6(config: protocol.Config) -> tuple[IPv6Network, ...]:
+        """The IPv6 routes, only with an IPv6 address (else the TUN has no IPv6)."""
+        return config.routes6 if config.address6 is not None else ()
+
+    @staticmethod
+    def _own(
+        config: protocol.Config, routes: Sequence[IPv4Network | IPv6Network]
+    ) -> list[IPv4Network | IPv6Network]:
         """The routes that need a route entry (those inside the tunnel's subnet are on-link)."""
-        return [r for r in routes if not r.subnet_of(config.address.network)]
+        own: list[IPv4Network | IPv6Network] = []
+        for route in routes:
+            if isinstance(route, IPv4Network):
+                if not route.subnet_of(config.address.network):
+                    own.append(route)
+            elif config.address6 is None or not route.subnet_of(config.address6.network):
+                own.append(route)
+        return own
 
     def _update(self, config: protocol.Config) -> None:
         old = self.applied
         assert old is not None and self.net is not None and self.tun is not None
-        gone = [r for r in self._own(old, old.routes) if r not in config.routes]
-        new = [r for r in self._own(config, config.routes) if r not in old.routes]
+        before: tuple[IPv4Network | IPv6Network, ...] = (*old.routes, *self._routes6(old))
+        after: tuple[IPv4Network | IPv6Network, ...] = (*config.routes, *self._routes6(config))
+        gone = [r for r in self._own(old, before) if r not in after]
+        new = [r for r in self._own(config, after) if r not in before]
         for route in gone:
             self.net.del_route(str(route))
         for route in new:

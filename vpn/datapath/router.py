@@ -1,12 +1,14 @@
-"""Layer-3 mode: IPv4 packets between the sessions and the gateway's TUN, by address.
+"""Layer-3 mode: IPv4 and IPv6 packets between the sessions and the gateway's TUN, by address.
 
-From a session, every packet's source must be the session's address or one of its subnets
-(anti-spoofing); it goes to another session when the destination is one (with
---client-to-client; without it, packets to another client's address or subnet are dropped and
-counted as `dropped_filtered`), else into the TUN. With offloads, a client's virtio_net_hdr is
-checked before the kernel sees it (`dropped_bad_vnet`). From the TUN, each packet goes to the
-session that owns its destination. Both loops handle a batch per wake-up and flush each session
-they touched once.
+From a session, every packet's source must be the session's address or one of its subnets —
+its IPv4 address and IPv4 subnets for an IPv4 packet, its IPv6 address (--pool6) and IPv6
+subnets for an IPv6 one (anti-spoofing; a session without any IPv6 has its IPv6 packets
+dropped as invalid, as before there was IPv6); it goes to another session when the
+destination is one (with --client-to-client; without it, packets to another client's address
+or subnet are dropped and counted as `dropped_filtered`), else into the TUN. With offloads, a
+client's virtio_net_hdr is checked before the kernel sees it (`dropped_bad_vnet`). From the
+TUN, each packet goes to the session that owns its destination. Both loops handle a batch per
+wake-up and flush each session they touched once.
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ TUN_BATCH_BYTES = 1 << 19  # flush sessions after this much, to bound latency
 # IPv4 header fields the hot loops need, read in one call: version/IHL, source, destination.
 _IPV4_ADDRESSES = struct.Struct("!B11x4s4s")
 _IPV4_DESTINATION = struct.Struct("!B15x4s")
+# The same of an IPv6 header: version, next header, source, destination; and the destination.
+_IPV6_ADDRESSES = struct.Struct("!B5xB1x16s16s")
+_IPV6_DESTINATION = struct.Struct("!24x16s")
+IPV6_HEADER = 40
 
 
 class Router:
@@ -53,6 +59,8 @@ class Router:
             session.address_packed,
             session.subnet_masks,
         )
+        own6, masks6 = session.address6_packed, session.subnet6_masks
+        ipv6 = bool(own6 or masks6)  # else IPv6 packets are invalid, as they were before IPv6
         routes = self.table.routes
         peers = routes.hosts
         # Another client's subnet is as much "client to client" as its address: with subnets
@@ -60,12 +68,13 @@ class Router:
         owner = routes.owner if routes.has_subnets else None
         write = os.write
         addresses = _IPV4_ADDRESSES.unpack_from
+        addresses6 = _IPV6_ADDRESSES.unpack_from
         with_vnet = VNET_IPV4.unpack_from
         counters = session.counters
         touched: list[Session] = []
         written = 0
         for packet in packets:
-            # Every packet's IPv4 header, also a GSO super-packet's (after the virtio header).
+            # Every packet's IP header, also a GSO super-packet's (after the virtio header).
             size = len(packet) - off
             if size < 20:
                 counters.dropped_invalid += 1
@@ -74,6 +83,11 @@ class Router:
                 flags, gso, hdr_len, gso_size, cstart, coff, first, proto, source, destination = (
                     with_vnet(packet)
                 )
+                if first >> 4 == 6:
+                    if not ipv6 or size < IPV6_HEADER:
+                        counters.dropped_invalid += 1
+                        continue
+                    first, proto, source, destination = addresses6(packet, off)
                 # The kernel acts on the header only with flags, a GSO type or a size set.
                 if flags or gso or gso_size or hdr_len > size:
                     hdr = VnetHdr(flags, gso, hdr_len, gso_size, cstart, coff)
@@ -84,12 +98,24 @@ class Router:
                         continue
             else:
                 first, source, destination = addresses(packet)
-            if first >> 4 != 4:
+                if first >> 4 == 6:
+                    if not ipv6 or size < IPV6_HEADER:
+                        counters.dropped_invalid += 1
+                        continue
+                    first, _, source, destination = addresses6(packet)
+            version = first >> 4
+            if version == 4:
+                if source != own and not source_allowed(source, own, masks):
+                    counters.dropped_spoofed += 1
+                    session.log_drop("spoofed source", source)
+                    continue
+            elif version == 6:
+                if source != own6 and not source_allowed(source, own6, masks6):
+                    counters.dropped_spoofed += 1
+                    session.log_drop("spoofed source", source)
+                    continue
+            else:
                 counters.dropped_invalid += 1
-                continue
-            if source != own and not source_allowed(source, own, masks):
-                counters.dropped_spoofed += 1
-                session.log_drop("spoofed source", source)
                 continue
             peer = peers.get(destination)
             if peer is None and owner is not None:
@@ -126,6 +152,7 @@ class Router:
         hosts, lookup = routes.hosts, routes.lookup
         read, readv = os.read, os.readv
         destination_of = _IPV4_DESTINATION.unpack_from
+        destination6_of = _IPV6_DESTINATION.unpack_from
         touched: list[Session] = []
         taken = 0
         unroutable = 0
@@ -155,8 +182,10 @@ class Router:
                 continue
             first, destination = destination_of(packet, off)
             if first >> 4 != 4:
-                unroutable += 1
-                continue
+                if first >> 4 != 6 or length < off + IPV6_HEADER:
+                    unroutable += 1
+                    continue
+                (destination,) = destination6_of(packet, off)
             session = hosts.get(destination) or lookup(destination)
             if session is None or session.phase != "data":
                 unroutable += 1

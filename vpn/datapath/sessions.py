@@ -58,8 +58,11 @@ class Session(Channel):
         self.phase = "hello"
         self.address: ipaddress.IPv4Address | None = None
         self.address_packed = b""
-        self.subnets: tuple[ipaddress.IPv4Network, ...] = ()
-        self.subnet_masks: tuple[tuple[int, int], ...] = ()
+        self.address6: ipaddress.IPv6Address | None = None  # with --pool6
+        self.address6_packed = b""
+        self.subnets: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+        self.subnet_masks: tuple[tuple[int, int], ...] = ()  # the IPv4 subnets, as ints
+        self.subnet6_masks: tuple[tuple[int, int], ...] = ()  # the IPv6 subnets, as ints
         self.dirty = False
         self.user = ""
         # The certificate this session logged in with: its identity is bound to it (a second
@@ -102,7 +105,7 @@ class Session(Channel):
         self._last_drop_log = now
         fields: dict[str, Any] = {"identity": self.identity, "why": what}
         if source:
-            fields["source"] = str(ipaddress.IPv4Address(source))
+            fields["source"] = str(ipaddress.ip_address(source))
         log.warn(
             "drop",
             **fields,
@@ -118,6 +121,7 @@ class Session(Channel):
             "identity": self.identity,
             "user": self.user,
             "address": str(self.address) if self.address else "",
+            "address6": str(self.address6) if self.address6 else "",
             "subnets": [str(s) for s in self.subnets],
             "peer": self.peer,
             "serial": format(self.serial, "x"),
@@ -147,10 +151,13 @@ class SessionTable:
         return self.connected() + list(self.pending)
 
     def add(self, session: Session, address: ipaddress.IPv4Address) -> None:
-        """A session logged in with `address`: route that address and its subnets to it."""
+        """A session logged in with `address` (and its `address6`, if any): route those and its
+        subnets to it."""
         self.pending.discard(session)
         self.by_identity[session.identity] = session
         self.routes.add_host(address, session)
+        if session.address6 is not None:
+            self.routes.add_host(session.address6, session)
         for subnet in session.subnets:
             self.routes.add_subnet(subnet, session)
 

@@ -26,6 +26,8 @@ from vpn.iface.sysctl import read_sysctl, sysctl_path, write_sysctl
 from vpn.iface.undo import GONE, UndoStack
 
 _IFF_UP = 0x1
+IFA_F_NODAD = 0x02
+ADDR_GEN_MODE_NONE = 1  # no link-local address: the kernel sends nothing of its own (RS, MLD)
 
 
 class NetConf:
@@ -152,8 +154,11 @@ class NetConf:
         self._undo.push(f"detach {ifname} from {bridge}", undo)
 
     # -- addresses ---------------------------------------------------------------------------
-    def add_address(self, ifname: str, cidr: str) -> None:
-        """Put address/prefix `cidr` on `ifname`; one already there is used and left in place."""
+    def add_address(self, ifname: str, cidr: str, *, nodad: bool = False) -> None:
+        """Put address/prefix `cidr` on `ifname`; one already there is used and left in place.
+
+        `nodad` (IPv6): usable at once, without duplicate address detection — a tunnel has no
+        neighbours to ask."""
         try:
             iface = ipaddress.ip_interface(cidr)
         except ValueError as err:
@@ -162,8 +167,9 @@ class NetConf:
             ) from err
         index = self.link_index(ifname)
         address, prefixlen = str(iface.ip), iface.network.prefixlen
+        extra = {"flags": IFA_F_NODAD} if nodad and iface.version == 6 else {}
         try:
-            self._ipr.addr("add", index=index, address=address, prefixlen=prefixlen)
+            self._ipr.addr("add", index=index, address=address, prefixlen=prefixlen, **extra)
         except NetlinkError as err:
             if err.code == errno.EEXIST:
                 note = f"address {iface} was already on {ifname}: used, and left in place on close"
@@ -325,6 +331,28 @@ class NetConf:
     def set_ipv4_forwarding(self, on: bool) -> None:
         """Turn IPv4 forwarding on or off in this namespace; close() restores the old value."""
         self.set_sysctl("net.ipv4.ip_forward", 1 if on else 0)
+
+    def ipv6_forwarding(self) -> bool:
+        return self.read_sysctl("net.ipv6.conf.all.forwarding") == "1"
+
+    def set_ipv6_forwarding(self, on: bool) -> None:
+        """IPv6 forwarding on or off in this namespace; close() restores the old value."""
+        self.set_sysctl("net.ipv6.conf.all.forwarding", 1 if on else 0)
+
+    def enable_ipv6(self, ifname: str) -> None:
+        """IPv6 on `ifname` (a tunnel device, still down), with only the addresses given to it:
+        no link-local address and no router advertisements taken, so the kernel puts no packet
+        of its own (router solicitation, MLD report) into the tunnel. Undone on close()."""
+        base = f"net/ipv6/conf/{ifname}"
+        if not sysctl_path(f"{base}/disable_ipv6").exists():
+            raise NetConfError(
+                f"{ifname} has no IPv6 on this host (no net.ipv6.conf.{ifname}): boot with IPv6 "
+                "or leave out --pool6 on the gateway"
+            )
+        if sysctl_path(f"{base}/addr_gen_mode").exists():
+            self.set_sysctl(f"{base}/addr_gen_mode", ADDR_GEN_MODE_NONE)
+        self.set_sysctl(f"{base}/accept_ra", 0)
+        self.set_sysctl(f"{base}/disable_ipv6", 0)
 
     def disable_ipv6(self, ifname: str) -> bool:
         """Turn IPv6 off on `ifname`, so router solicitations do not leak into the tunnel.

@@ -3,7 +3,7 @@ saying how the kernel offloaded it (GSO, checksums). Pure: decoding, encoding, c
 
 `client_vnet_problem` is the gateway's check of a header a client sent: the kernel acts on these
 fields (where to write a checksum, how to cut a super-packet), so only the shapes a Linux TUN
-itself produces for an IPv4 packet are let through to it."""
+itself produces for an IPv4 or IPv6 packet are let through to it."""
 
 from __future__ import annotations
 
@@ -83,19 +83,32 @@ IPPROTO_TCP = 6
 IPPROTO_UDP = 17
 _CSUM_OFFSET = {IPPROTO_TCP: 16, IPPROTO_UDP: 6}  # where the checksum sits in the L4 header
 _GSO_PROTOCOL = {VNET_HDR_GSO_TCPV4: IPPROTO_TCP, VNET_HDR_GSO_UDP_L4: IPPROTO_UDP}
-_GSO_NAMES = {VNET_HDR_GSO_TCPV6: "TCPV6", VNET_HDR_GSO_UDP: "UDP (UFO)"}
+_GSO_PROTOCOL6 = {VNET_HDR_GSO_TCPV6: IPPROTO_TCP, VNET_HDR_GSO_UDP_L4: IPPROTO_UDP}
+_GSO_TCP = frozenset((VNET_HDR_GSO_TCPV4, VNET_HDR_GSO_TCPV6))
+_GSO_NAMES = {
+    VNET_HDR_GSO_TCPV4: "TCPV4",
+    VNET_HDR_GSO_TCPV6: "TCPV6",
+    VNET_HDR_GSO_UDP: "UDP (UFO)",
+}
+IPV6_HEADER_LEN = 40
 # virtio_net_hdr then the IPv4 header's first 20 bytes (version/IHL, protocol, addresses), in
 # one unpack: the router reads every packet's addresses anyway, so the header costs nothing.
 VNET_IPV4 = struct.Struct("=BBHHHHB8xB2x4s4s")
 
 
 def client_vnet_problem(hdr: VnetHdr, ihl_byte: int, protocol: int, payload: int) -> str | None:
-    """Why a client's virtio_net_hdr in front of a `payload`-byte IPv4 packet is refused, or None.
+    """Why a client's virtio_net_hdr in front of a `payload`-byte IP packet is refused, or None.
 
-    `ihl_byte` is the packet's first byte and `protocol` its IPv4 protocol. The router calls this
-    only when flags, gso_type or gso_size is non-zero or hdr_len exceeds the packet: with all
-    three zero the kernel ignores csum_start, csum_offset and hdr_len beyond that bound.
+    `ihl_byte` is the packet's first byte (IPv4: version and IHL; IPv6: version 6) and
+    `protocol` its IPv4 protocol or IPv6 next header. The router calls this only when flags,
+    gso_type or gso_size is non-zero or hdr_len exceeds the packet: with all three zero the
+    kernel ignores csum_start, csum_offset and hdr_len beyond that bound. An IPv6 packet must
+    carry its TCP or UDP header right after the fixed header (no extension headers), as the
+    packets a Linux TUN hands over for offload do.
     """
+    ipv6 = ihl_byte >> 4 == 6
+    family = "IPv6" if ipv6 else "IPv4"
+    by_gso = _GSO_PROTOCOL6 if ipv6 else _GSO_PROTOCOL
     flags, gso_type, hdr_len, gso_size, csum_start, csum_offset = hdr
     if flags & ~CLIENT_FLAGS:
         return f"virtio_net_hdr flags 0x{flags:02x} has bits a client may not set"
@@ -108,13 +121,13 @@ def client_vnet_problem(hdr: VnetHdr, ihl_byte: int, protocol: int, payload: int
         if gso_size:
             return f"virtio_net_hdr gso_size {gso_size} without a GSO type"
     else:
-        wanted = _GSO_PROTOCOL.get(gso)
+        wanted = by_gso.get(gso)
         if wanted is None:
             name = _GSO_NAMES.get(gso, str(gso))
-            return f"virtio_net_hdr gso_type {name} is not allowed for an IPv4 packet"
+            return f"virtio_net_hdr gso_type {name} is not allowed for an {family} packet"
         if wanted != protocol:
-            return f"virtio_net_hdr gso_type {gso} does not match IPv4 protocol {protocol}"
-        if gso_type & VNET_HDR_GSO_ECN and gso != VNET_HDR_GSO_TCPV4:
+            return f"virtio_net_hdr gso_type {gso} does not match {family} protocol {protocol}"
+        if gso_type & VNET_HDR_GSO_ECN and gso not in _GSO_TCP:
             return "virtio_net_hdr ECN bit on a non-TCP GSO type"
         if gso_size == 0 or gso_size == GSO_BY_FRAGS:
             return f"virtio_net_hdr GSO with gso_size {gso_size}"
@@ -123,10 +136,11 @@ def client_vnet_problem(hdr: VnetHdr, ihl_byte: int, protocol: int, payload: int
                 f"virtio_net_hdr GSO packet of {payload} bytes has no data after hdr_len {hdr_len}"
             )
     if flags & VNET_HDR_F_NEEDS_CSUM:
-        if csum_start != (ihl_byte & 0x0F) * 4:
+        if csum_start != (IPV6_HEADER_LEN if ipv6 else (ihl_byte & 0x0F) * 4):
             return f"virtio_net_hdr csum_start {csum_start} is not the L4 header"
         if _CSUM_OFFSET.get(protocol) != csum_offset:
-            return f"virtio_net_hdr csum_offset {csum_offset} is wrong for IPv4 protocol {protocol}"
+            wrong = f"is wrong for {family} protocol {protocol}"
+            return f"virtio_net_hdr csum_offset {csum_offset} {wrong}"
         if csum_start + csum_offset + 2 > payload:
             return (
                 f"virtio_net_hdr checksum at {csum_start}+{csum_offset} lies beyond the "

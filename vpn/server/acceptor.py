@@ -96,7 +96,7 @@ class Acceptor:
                 elif self._log_failed.allow() is not None:
                     log.warn("accept_failed", error=str(exc))
                 return
-            source = str(addr[0])
+            source = unmapped(str(addr[0]))
             ticket = self.limits.acquire(source)
             if isinstance(ticket, str):
                 self._refuse(conn, source, ticket)
@@ -123,3 +123,11 @@ class Acceptor:
                 refused_pending=counters.refused_pending,
                 refused_per_source=counters.refused_per_source,
             )
+
+
+def unmapped(source: str) -> str:
+    """An IPv4 peer of the dual-stack listener (::ffff:10.0.0.5) as the IPv4 address it is, so
+    logs, limits and `vpn status` name it the same whichever socket took it."""
+    if source.startswith("::ffff:") and "." in source:
+        return source.removeprefix("::ffff:")
+    return source

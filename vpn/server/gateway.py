@@ -19,8 +19,10 @@ from typing import Any
 from vpn import log, protocol
 from vpn.config import (
     ServerConfig,
+    Subnet,
     parse_client_subnets,
     parse_endpoint,
+    parse_pool6,
     parse_pushed,
     require_tls_files,
 )
@@ -40,17 +42,28 @@ from vpn.server.admission import AdmissionCounters, Ticket, limits_from, throttl
 from vpn.server.revocation import CrlWatcher
 
 
+def masks(subnets: tuple[Subnet, ...], version: int) -> tuple[tuple[int, int], ...]:
+    """The subnets of one IP version as (network, mask) integers, for the anti-spoofing check."""
+    return tuple((int(n.network_address), int(n.netmask)) for n in subnets if n.version == version)
+
+
 class Gateway:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         require_tls_files(config, "server")
         self.bind = parse_endpoint(config.listen, "--listen")
         try:
-            self.pool = AddressPool(ipaddress.IPv4Network(config.pool))
+            self.pool: AddressPool[ipaddress.IPv4Address] = AddressPool(
+                ipaddress.IPv4Network(config.pool)
+            )
         except ValueError as exc:
             raise ConfigError(f"--pool: {exc}") from None
+        network6 = parse_pool6(config)
+        self.pool6: AddressPool[ipaddress.IPv6Address] | None = (
+            AddressPool(network6) if network6 is not None else None
+        )
         self.pushed = parse_pushed(config)  # routes and name servers; a reload changes them
-        self.client_subnets = parse_client_subnets(config.client_subnet)
+        self.client_subnets = parse_client_subnets(config.client_subnet, ipv6=bool(network6))
         self.prefixlen = self.pool.network.prefixlen
         self.tap = config.tap
         if config.tap:
@@ -58,7 +71,7 @@ class Gateway:
                 network = ipaddress.IPv4Network(config.tap_network or config.pool)
             except ValueError as exc:
                 raise ConfigError(f"--tap-network: {exc}") from None
-            if not self.pool.network.subnet_of(network):
+            if not ipaddress.IPv4Network(config.pool).subnet_of(network):
                 raise ConfigError(f"--pool {config.pool} must lie inside --tap-network {network}")
             self.prefixlen = network.prefixlen
         self.passwords = PasswordFile.load(Path(config.passwords)) if config.passwords else None
@@ -208,17 +221,27 @@ class Gateway:
         except PoolExhausted as exc:
             session.close(str(exc))
             return
+        if self.pool6 is not None:
+            requested6 = ipaddress.IPv6Address(hello.address6) if hello.address6 else None
+            try:
+                address6 = self.pool6.lease(session.identity, requested6)
+            except PoolExhausted as exc:
+                self.pool.release(session.identity)
+                session.close(str(exc))
+                return
+            session.address6, session.address6_packed = address6, address6.packed
         session.address, session.address_packed = address, address.packed
         session.subnets = tuple(self.client_subnets.get(session.identity, ()))
-        session.subnet_masks = tuple(
-            (int(n.network_address), int(n.netmask)) for n in session.subnets
-        )
+        session.subnet_masks = masks(session.subnets, 4)
+        session.subnet6_masks = masks(session.subnets, 6)
         self.table.add(session, address)
         self._logged_in(session)
         session.phase = "data"
         session.deadline.cancel()
-        session.send_frame(self.config_for(address).encode())
+        session.send_frame(self.config_for(session).encode())
         fields: dict[str, Any] = {"identity": session.identity, "address": str(address)}
+        if session.address6 is not None:
+            fields["address6"] = str(session.address6)
         fields["peer"] = session.peer
         if session.user:
             fields["user"] = session.user
@@ -226,8 +249,11 @@ class Gateway:
             fields["subnets"] = ",".join(map(str, session.subnets))
         log.event("connect", **fields)
 
-    def config_for(self, address: ipaddress.IPv4Address) -> protocol.Config:
-        """The CONFIG of the client leased `address`: at login, and again after a reload."""
+    def config_for(self, session: Session) -> protocol.Config:
+        """The CONFIG of a logged-in session: at login, and again after a reload."""
+        address, address6 = session.address, session.address6
+        assert address is not None
+        pool6 = self.pool6
         return protocol.Config(
             address=ipaddress.IPv4Interface(f"{address}/{self.prefixlen}"),
             server_address=self.pool.server_address,
@@ -239,6 +265,11 @@ class Gateway:
             tap=self.tap,
             dns=self.pushed.dns,
             search=self.pushed.search,
+            address6=None
+            if address6 is None or pool6 is None
+            else ipaddress.IPv6Interface(f"{address6}/{pool6.network.prefixlen}"),
+            server_address6=pool6.server_address if pool6 is not None else None,
+            routes6=self.pushed.routes6 if pool6 is not None else (),
         )
 
     def failed(self, reason: str) -> None:
@@ -267,6 +298,8 @@ class Gateway:
         self._logged_in(session)  # or gone: either way no longer pending
         if self.table.remove(session):
             self.pool.release(session.identity)
+            if self.pool6 is not None:
+                self.pool6.release(session.identity)
             session.forwarder.forget(session)
         self.counters.add(session.counters)
         if session.address is not None:
@@ -294,6 +327,7 @@ class Gateway:
             "listen": self.config.listen,
             "tun": self.tun.name if self.tun is not None else "",
             "address": f"{self.pool.server_address}/{self.pool.network.prefixlen}",
+            "address6": self._address6() or "",
             "offload": bool(self.offset),
             "mode": "tap" if self.tap else "tun",
             "started": self.started,
@@ -311,7 +345,21 @@ class Gateway:
         address = ipaddress.IPv4Interface(
             f"{self.pool.server_address}/{self.pool.network.prefixlen}"
         )
-        host.configure_device(self.config, net, self.tun, address, self.client_subnets)
+        address6 = self._address6()
+        host.configure_device(
+            self.config,
+            net,
+            self.tun,
+            address,
+            self.client_subnets,
+            ipaddress.IPv6Interface(address6) if address6 else None,
+        )
+
+    def _address6(self) -> str | None:
+        """The gateway's own IPv6 address on its TUN, with the pool's prefix (--pool6)."""
+        if self.pool6 is None:
+            return None
+        return f"{self.pool6.server_address}/{self.pool6.network.prefixlen}"
 
     def forwarder_for(self, device: Tun) -> Forwarder:
         if self.tap:

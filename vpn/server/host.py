@@ -8,16 +8,25 @@ import ipaddress
 import socket
 
 from vpn import log, protocol
-from vpn.config import ServerConfig
+from vpn.config import ServerConfig, Subnet
 from vpn.errors import ConfigError
 from vpn.iface.netconf import NetConf
 from vpn.iface.tun import Tun, open_tun, supports_offload
 
 
 def listen(host: str, port: int) -> socket.socket:
-    """A non-blocking listening TCP socket; a bind failure is a ConfigError saying why."""
+    """A non-blocking listening TCP socket; a bind failure is a ConfigError saying why.
+
+    `::` (the default) is one IPv6 socket that takes IPv4 connections too (IPV6_V6ONLY off);
+    on a host without IPv6 it falls back to 0.0.0.0. An explicit address listens on it alone.
+    """
+    if host == "::" and not ipv6_available():
+        log.warn("listen_ipv4_only", reason="no IPv6 on this host: listening on 0.0.0.0")
+        host = "0.0.0.0"
     listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if host == "::":
+        listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
     try:
         listener.bind((host, port))
     except OSError as exc:
@@ -37,8 +46,26 @@ def listen(host: str, port: int) -> socket.socket:
     return listener
 
 
+def ipv6_available() -> bool:
+    """Whether this host (network namespace) can open an IPv6 socket."""
+    try:
+        socket.socket(socket.AF_INET6, socket.SOCK_STREAM).close()
+    except OSError:
+        return False
+    return True
+
+
 def enable_forwarding(config: ServerConfig, net: NetConf) -> None:
-    """IPv4 forwarding on, if --enable-forwarding allows it; else a ConfigError saying so."""
+    """IPv4 forwarding on (and IPv6 forwarding with --pool6), if --enable-forwarding allows
+    it; else a ConfigError saying so."""
+    if config.pool6 and not config.tap and not net.ipv6_forwarding():
+        if not config.enable_forwarding:
+            raise ConfigError(
+                "IPv6 forwarding is off on this host (net.ipv6.conf.all.forwarding = 0), so "
+                "IPv6 packets from clients would never reach the LAN; run with "
+                "--enable-forwarding or set the sysctl"
+            )
+        net.set_ipv6_forwarding(True)
     if not net.ipv4_forwarding():
         if not config.enable_forwarding:
             raise ConfigError(
@@ -65,16 +92,22 @@ def configure_device(
     net: NetConf,
     device: Tun,
     address: ipaddress.IPv4Interface,
-    client_subnets: dict[str, list[ipaddress.IPv4Network]],
+    client_subnets: dict[str, list[Subnet]],
+    address6: ipaddress.IPv6Interface | None = None,
 ) -> None:
     """A TAP becomes a bridge port (the bridge has the address); a TUN gets the gateway's
-    address and the routes to the subnets behind clients."""
+    address (and IPv6 address, with --pool6; else IPv6 stays off on it) and the routes to the
+    subnets behind clients."""
     if device.tap:
         net.set_link(device.name, up=True, mtu=config.mtu)
         if config.bridge:
             net.set_master(device.name, config.bridge)
         return
-    net.disable_ipv6(device.name)
+    if address6 is None:
+        net.disable_ipv6(device.name)
+    else:
+        net.enable_ipv6(device.name)
+        net.add_address(device.name, str(address6), nodad=True)
     net.add_address(device.name, str(address))
     net.set_link(device.name, up=True, mtu=config.mtu)
     for subnets in client_subnets.values():

@@ -55,7 +55,7 @@ def reload(gateway: Gateway, reread: Reread | None) -> dict[str, Any]:
         gateway.pushed = pushed
         for session in gateway.table.connected():
             if session.address is not None and not session.closed:
-                session.send_frame(gateway.config_for(session.address).encode())
+                session.send_frame(gateway.config_for(session).encode())
                 updated += 1
     if fixed:
         log.warn(
