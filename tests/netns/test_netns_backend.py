@@ -148,16 +148,76 @@ def test_lan_hosts_reach_the_gateway_and_route_the_pool_to_it(lab: NetnsBackend)
 
 
 def test_node_names_resolve_like_dockers_dns(lab: NetnsBackend) -> None:
-    assert lab.ensure("client", ["getent", "hosts", "gateway"]).split()[0] == "10.9.0.11"
-    assert lab.ensure("host1", ["getent", "hosts", "gateway"]).split()[0] == "192.168.60.11"
+    def first(node: str, database: str, name: str) -> str:
+        return lab.ensure(node, ["getent", database, name]).split()[0]
+
+    assert first("client", "ahostsv4", "gateway") == "10.9.0.11"
+    assert first("host1", "ahostsv4", "gateway") == "192.168.60.11"
+    assert first("client", "ahostsv6", "gateway") == "fd00:9::11"
+    assert first("host1", "ahostsv6", "gateway") == "fd00:60::11"
     assert lab.exec("client", ["getent", "hosts", "host1"]).returncode != 0
+
+
+# -- IPv6 ---------------------------------------------------------------------------------------
+def test_every_node_has_its_ipv6_addresses_at_once(lab: NetnsBackend) -> None:
+    """Each interface carries the compose file's IPv6 address beside the IPv4 one, usable
+    at once (nodad: never tentative), and no node has an IPv6 default route."""
+    checked = 0
+    for node in lab.topology.nodes.values():
+        for attachment in node.attachments:
+            network = lab.topology.network(attachment.network)
+            assert attachment.address6 is not None and network.subnet6 is not None
+            ifname = lab.interface(node.name, attachment.network)
+            shown = lab.ensure(node.name, ["ip", "-6", "-o", "addr", "show", "dev", ifname])
+            line = next((x for x in shown.splitlines() if f" {attachment.address6}/" in x), "")
+            assert f"inet6 {attachment.address6}/{network.subnet6.prefixlen} scope global" in line
+            assert "tentative" not in line and "dadfailed" not in line
+            assert "nodad" in line, "added without duplicate address detection"
+            checked += 1
+        default = lab.ensure(node.name, ["ip", "-6", "route", "show", "default"])
+        assert default.strip() == "", f"{node.name} must have no IPv6 default route"
+    assert checked == sum(len(n.attachments) for n in lab.topology.nodes.values())
+    bridges = subprocess.run(
+        ["ip", "-n", lab.lab_ns, "-6", "-o", "addr"], capture_output=True, text=True
+    )
+    assert bridges.stdout.strip() == "", "the lab namespace's bridges have no IPv6 address"
+
+
+def test_ping6_between_nodes_on_a_segment_but_not_across(lab: NetnsBackend) -> None:
+    topo = lab.topology
+    assert ping(lab, "client", topo.node("gateway").address6("internet")) == 0
+    assert ping(lab, "host1", topo.node("host2").address6("lan")) == 0
+    assert ping(lab, "host3", topo.node("gateway").address6("lan")) == 0
+    blocked = lab.exec(
+        "client", ["ping", "-c", "1", "-W", "1", str(topo.node("host1").address6("lan"))]
+    )
+    assert blocked.returncode != 0
+    assert "unreachable" in blocked.stderr.lower()
+
+
+def test_lan_hosts_route_the_ipv6_pool_to_the_gateway(lab: NetnsBackend) -> None:
+    gateway = lab.topology.node("gateway")
+    pool6 = ipaddress.IPv6Network(gateway.labels["vpnlab.vpn.pool6"])
+    for host in ("host1", "host2", "host3"):
+        route = lab.ensure(host, ["ip", "-6", "route", "show", str(pool6)])
+        assert f"{pool6} via {gateway.address6('lan')} dev eth0" in route
+
+
+def test_gateway_forwards_ipv6_and_the_others_do_not(lab: NetnsBackend) -> None:
+    forwarding = ["cat", "/proc/sys/net/ipv6/conf/all/forwarding"]
+    assert lab.ensure("gateway", forwarding).strip() == "1"
+    for node in ("client", "host1", "host2", "host3"):
+        assert lab.ensure(node, forwarding).strip() == "0"
+    disabled = ["cat", "/proc/sys/net/ipv6/conf/all/disable_ipv6"]
+    assert all(lab.ensure(n, disabled).strip() == "0" for n in lab.topology.nodes)
 
 
 # -- testinfra ----------------------------------------------------------------------------------
 def test_testinfra_host_sees_the_namespace(lab: NetnsBackend) -> None:
     gateway = lab.host("gateway")
     lan_if = lab.interface("gateway", "lan")
-    assert gateway.interface(lan_if).addresses == ["192.168.60.11"]
+    addresses = gateway.interface(lan_if).addresses
+    assert [a for a in addresses if not a.startswith("fe80:")] == ["192.168.60.11", "fd00:60::11"]
     assert gateway.interface(lan_if).exists
     assert gateway.sysctl("net.ipv4.ip_forward") == 1
     assert gateway.addr("192.168.60.5").is_reachable

@@ -69,17 +69,46 @@ def test_lab_yml_declares_the_lab() -> None:
     assert gateway.networks == ("internet", "lan")
     assert gateway.address("internet") == ip("10.9.0.11")
     assert gateway.address("lan") == ip("192.168.60.11")
-    assert gateway.sysctls == {"net.ipv4.ip_forward": "1"}
+    assert gateway.sysctls == {"net.ipv4.ip_forward": "1", "net.ipv6.conf.all.forwarding": "1"}
     for name, last in (("host1", 5), ("host2", 6), ("host3", 7)):
         host = topo.node(name)
         assert host.networks == ("lan",)
         assert host.address("lan") == ip(f"192.168.60.{last}")
         assert host.command[:2] == ("sh", "-c")
         assert "192.168.53.0/24 via 192.168.60.11" in host.command[2]
+        assert "fd00:53::/64 via fd00:60::11" in host.command[2]
         assert host.healthcheck[:2] == ("/bin/sh", "-c")
+        assert "fd00:53::/64" in host.healthcheck[2]
     assert "NET_ADMIN" in topo.node("client").cap_add
     assert any(d.startswith("/dev/net/tun") for d in topo.node("client").devices)
     assert [n.name for n in topo.nodes_on("internet")] == ["client", "gateway"]
+
+
+def test_lab_yml_is_dual_stack() -> None:
+    """Every network has an IPv6 subnet beside its IPv4 one, every node an address in it."""
+    topo = load(default_files(REPO, ["clients", "site2"]), ENV)
+    assert topo.network("internet").subnet6 == ipaddress.IPv6Network("fd00:9::/64")
+    assert topo.network("lan").subnet6 == ipaddress.IPv6Network("fd00:60::/64")
+    assert topo.network("site2").subnet6 == ipaddress.IPv6Network("fd00:50::/64")
+    for network in topo.networks.values():
+        assert network.dual_stack
+        assert network.subnets == (network.subnet, network.subnet6)
+    gateway = topo.node("gateway")
+    assert gateway.address6("internet") == ip6("fd00:9::11")
+    assert gateway.address6("lan") == ip6("fd00:60::11")
+    assert topo.node("client").address6("internet") == ip6("fd00:9::5")
+    assert [topo.node(h).address6("lan") for h in ("host1", "host2", "host3")] == [
+        ip6("fd00:60::5"),
+        ip6("fd00:60::6"),
+        ip6("fd00:60::7"),
+    ]
+    for node in topo.nodes.values():
+        for attachment in node.attachments:
+            assert attachment.address6 is not None, (node.name, attachment.network)
+            assert attachment.address6 in topo.network(attachment.network).subnet6  # type: ignore[operator]
+            assert attachment.addresses == (attachment.address, attachment.address6)
+    assert gateway.labels["vpnlab.vpn.pool6"] == "fd00:53::/64"
+    assert topo.node("client-router").sysctls["net.ipv6.conf.all.forwarding"] == "1"
 
 
 def test_clients_yml_adds_two_clients() -> None:
