@@ -425,6 +425,37 @@ def test_a_dying_node_command_fails_up(tmp_path: Path) -> None:
     assert run_namespaces(backend.prefix) == []
 
 
+def test_an_ipv4_only_lab_keeps_ipv6_off(tmp_path: Path) -> None:
+    """A node on IPv4-only networks has no IPv6 at all (as Docker gives it), while a node on a
+    dual-stack one has it: here a lab whose lan is IPv4-only, its internet dual-stack."""
+    compose = tmp_path / "lab.yml"
+    compose.write_text(
+        textwrap.dedent(
+            """
+            networks:
+              internet:
+                enable_ipv6: true
+                ipam: {config: [{subnet: 10.9.0.0/24}, {subnet: "fd00:9::/64"}]}
+              lan:
+                ipam: {config: [{subnet: 192.168.60.0/24}]}
+            services:
+              client:
+                networks: {internet: {ipv4_address: 10.9.0.5, ipv6_address: "fd00:9::5"}}
+              host1:
+                networks: {lan: {ipv4_address: 192.168.60.5}}
+            """
+        )
+    )
+    backend = NetnsBackend(load([compose], {}), new_run_id(), tmp_path / "lab")
+    with backend:
+        disabled = ["cat", "/proc/sys/net/ipv6/conf/all/disable_ipv6"]
+        assert backend.ensure("host1", disabled).strip() == "1"
+        assert backend.ensure("host1", ["ip", "-6", "-o", "addr"]).strip() == ""
+        assert backend.ensure("client", disabled).strip() == "0"
+        assert "inet6 fd00:9::5/64" in backend.ensure("client", ["ip", "-6", "-o", "addr"])
+    assert run_namespaces(backend.prefix) == []
+
+
 def test_not_root_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(LabError, match="network namespaces need root: sudo make"):
@@ -454,7 +485,9 @@ def test_cli_up_status_exec_capture_down(tmp_path: Path) -> None:
         assert len(run_namespaces(prefix)) == 8
         status = cli("status")
         assert status.returncode == 0
-        assert re.search(r"client3 +up +\S+ +internet=10\.9\.0\.7 \(eth0\)", status.stdout)
+        assert re.search(
+            r"client3 +up +\S+ +internet=10\.9\.0\.7,fd00:9::7 \(eth0\)", status.stdout
+        )
         pinged = cli("exec", "client2", "--", "ping", "-c", "1", "-W", "1", "10.9.0.11")
         assert pinged.returncode == 0 and "1 received" in pinged.stdout
         assert cli("exec", "host1", "--", "sh", "-c", "exit 5").returncode == 5
