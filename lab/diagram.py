@@ -15,6 +15,7 @@ ROLE_COLOURS = {
     "host": "#b5e0a8",
     "site-router": "#d9b8f0",
 }
+POOL_LABELS = ("vpnlab.vpn.pool", "vpnlab.vpn.pool6")  # the gateway's, IPv4 and IPv6
 NETWORK_COLOURS = ["#2b6cb0", "#2f855a", "#9c4221", "#6b46c1"]
 
 
@@ -41,23 +42,27 @@ def draw(topology: Topology, outputs: list[Path], title: str = "vpnlab topology"
         for attachment in node.attachments:
             spans[attachment.network].append(x)
             ax.plot([x, x], [y, row[attachment.network]], color="#555", lw=1.2, zorder=1)
-            offset = 0.35 if row[attachment.network] < y else -0.35
-            ax.text(x + 0.08, row[attachment.network] + offset, str(attachment.address),
-                    fontsize=8, color="#333", va="center")  # fmt: skip
+            offset = 0.45 if row[attachment.network] < y else -0.45
+            addresses = "\n".join(str(a) for a in attachment.addresses)  # IPv4, then IPv6
+            ax.text(x + 0.08, row[attachment.network] + offset, addresses,
+                    fontsize=7.5, color="#333", va="center")  # fmt: skip
         colour = ROLE_COLOURS.get(node.labels.get("vpnlab.role", ""), "#e2e8f0")
         ax.add_patch(FancyBboxPatch((x - 0.85, y - 0.35), 1.7, 0.7, boxstyle="round,pad=0.05",
                                     fc=colour, ec="#333", zorder=2))  # fmt: skip
         ax.text(x, y, node.name, ha="center", va="center", fontsize=10, weight="bold", zorder=3)
-        if node.labels.get("vpnlab.vpn.pool"):
-            ax.text(x, y - 0.6, f"VPN pool {node.labels['vpnlab.vpn.pool']}", ha="center",
+        pools = [node.labels[k] for k in POOL_LABELS if k in node.labels]
+        if pools:
+            ax.text(x, y - 0.6, f"VPN pool {', '.join(pools)}", ha="center",
                     fontsize=7.5, style="italic", zorder=3)  # fmt: skip
     for i, name in enumerate(networks):
-        xs = spans[name] or [1.2]
+        # Every bus spans the picture: its label (both subnets) sits at the right end, clear of
+        # the addresses, which the nodes on the left (those on two networks) write under it.
         colour = NETWORK_COLOURS[i % len(NETWORK_COLOURS)]
-        ax.plot([min(xs) - 0.9, max(xs) + 0.9], [row[name]] * 2, color=colour, lw=4, zorder=0)
+        ax.plot([0.3, width - 0.3], [row[name]] * 2, color=colour, lw=4, zorder=0)
         network = topology.networks[name]
-        label = f"{name}  {network.subnet}" + ("  (internal)" if network.internal else "")
-        ax.text(max(xs) + 0.9, row[name] - 0.45, label, color=colour, fontsize=10, weight="bold",
+        subnets = "  ".join(str(s) for s in network.subnets)
+        label = f"{name}  {subnets}" + ("  (internal)" if network.internal else "")
+        ax.text(width - 0.3, row[name] - 0.45, label, color=colour, fontsize=10, weight="bold",
                 ha="right")  # fmt: skip
     ax.set_title(title)
     ax.set_xlim(0, width)

@@ -1,7 +1,7 @@
 """`vpnlab inspect [--json]`: the running lab as data — nodes, the backend's names for them,
-addresses per network, tunnel state (from `vpn status --json` on each VPN node) and the
-impairments in force. The JSON's schema is docs/inspect.schema.json (described in docs/cli.md);
-its version is SCHEMA_VERSION."""
+addresses per network (IPv4, and IPv6 on a dual-stack network), tunnel state (from
+`vpn status --json` on each VPN node) and the impairments in force. The JSON's schema is
+docs/inspect.schema.json (described in docs/cli.md); its version is SCHEMA_VERSION."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from lab.cli.common import current_backend, examples
 from lab.model import LabError
 from lab.model.records import require_current
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: address6 per interface, subnet6 per network
 VPN_ROLES = ("gateway", "client", "site-router")
 
 
@@ -84,6 +84,7 @@ def describe(backend: Backend) -> dict[str, Any]:
                 {
                     "network": attachment.network,
                     "address": str(attachment.address),
+                    "address6": _text(attachment.address6),
                     "interface": ifname,
                     "impairment": forced.get(f"{node.name}:{ifname}"),
                 }
@@ -100,7 +101,12 @@ def describe(backend: Backend) -> dict[str, Any]:
             }
         )
     networks = [
-        {"name": n.name, "subnet": str(n.subnet), "object": network_object(backend, n.name)}
+        {
+            "name": n.name,
+            "subnet": str(n.subnet),
+            "subnet6": _text(n.subnet6),
+            "object": network_object(backend, n.name),
+        }
         for n in backend.topology.networks.values()
     ]
     return {
@@ -123,10 +129,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         return 0
     print(f"run {document['run_id']} · {document['backend']} backend · {document['workdir']}")
     for net in document["networks"]:
-        print(f"  network {net['name']:<9} {net['subnet']:<18} {net['object']}")
+        subnets = " ".join(filter(None, (net["subnet"], net["subnet6"])))
+        print(f"  network {net['name']:<9} {subnets:<32} {net['object']}")
     for node in document["nodes"]:
         addresses = "  ".join(
-            f"{i['network']}={i['address']} ({i['interface'] or '-'})" for i in node["interfaces"]
+            f"{i['network']}={','.join(filter(None, (i['address'], i['address6'])))} "
+            f"({i['interface'] or '-'})"
+            for i in node["interfaces"]
         )
         tunnel = node["tunnel"]
         state = f"  vpn {_tunnel_summary(tunnel)}" if tunnel else ""
@@ -135,6 +144,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         values = {k: v for k, v in item.items() if k != "link"}
         print(f"  impaired {item['link']}: {impair.Impairment(**values).describe()}")
     return 0
+
+
+def _text(value: object | None) -> str | None:
+    """str(value), or None for None (JSON null)."""
+    return None if value is None else str(value)
 
 
 def _tunnel_summary(status: dict[str, Any]) -> str:

@@ -18,7 +18,7 @@ import yaml
 
 from lab.model.errors import TopologyError
 from lab.model.interpolate import interpolate_tree
-from lab.model.topology import Attachment, Network, Node, Topology
+from lab.model.topology import Attachment, IPAddress, Network, Node, Topology
 
 # Sequences that compose concatenates across files; every other sequence is replaced.
 _MERGED_LISTS = frozenset(
@@ -139,6 +139,7 @@ class _Merger:
         self.networks: dict[str, Any] = {}
         self.origin: dict[tuple[str, ...], str] = {}
         self.gateways: dict[str, ipaddress.IPv4Address] = {}
+        self.gateways6: dict[str, ipaddress.IPv6Address] = {}
 
     def add(self, path: Path, data: dict[str, Any]) -> None:
         where = str(path)
@@ -187,22 +188,23 @@ class _Merger:
         networks = {name: self._network(name, d) for name, d in self.networks.items()}
         self._check_overlaps(networks)
         nodes: dict[str, Node] = {}
-        owners: dict[ipaddress.IPv4Address, str] = {}
+        owners: dict[IPAddress, str] = {}
         for name, service in self.services.items():
             wanted = service.get("profiles") or []
             if wanted and not profiles.intersection(wanted):
                 continue
             node = self._node(name, service, networks)
             for attachment in node.attachments:
-                other = owners.get(attachment.address)
-                if other is not None:
-                    raise TopologyError(
-                        f"{self.origin['attach', name, attachment.network]}: service {name!r}: "
-                        f"address {attachment.address} is already taken by service {other!r} "
-                        f"({self.origin['attach', other, attachment.network]}); "
-                        "give each node its own address"
-                    )
-                owners[attachment.address] = name
+                for address in attachment.addresses:
+                    other = owners.get(address)
+                    if other is not None:
+                        raise TopologyError(
+                            f"{self.origin['attach', name, attachment.network]}: service "
+                            f"{name!r}: address {address} is already taken by service "
+                            f"{other!r} ({self.origin['attach', other, attachment.network]}); "
+                            "give each node its own address"
+                        )
+                    owners[address] = name
             nodes[name] = node
         return Topology(networks=networks, nodes=nodes, files=tuple(self.files))
 
@@ -215,6 +217,7 @@ class _Merger:
         configs = (definition.get("ipam") or {}).get("config") or []
         subnets = [c.get("subnet") for c in configs if isinstance(c, dict) and c.get("subnet")]
         v4 = [s for s in subnets if ":" not in str(s)]
+        v6 = [s for s in subnets if ":" in str(s)]
         if not v4:
             raise TopologyError(
                 f"{where} has no subnet: add ipam: {{config: [{{subnet: 10.x.y.0/24}}]}} "
@@ -224,21 +227,63 @@ class _Merger:
             subnet = ipaddress.IPv4Network(str(v4[0]))
         except ValueError as exc:
             raise TopologyError(f"{where}: invalid subnet {v4[0]!r}: {exc}") from None
-        gateway = next(
-            (c["gateway"] for c in configs if c.get("subnet") == v4[0] and c.get("gateway")), None
+        gateway = _gateway(configs, v4[0], where)
+        if gateway is not None and not isinstance(gateway, ipaddress.IPv4Address):
+            raise TopologyError(f"{where}: the gateway of {subnet} must be an IPv4 address")
+        self.gateways[name] = gateway or subnet[1]
+        subnet6 = self._subnet6(name, definition, configs, v6, where)
+        return Network(
+            name=name,
+            subnet=subnet,
+            internal=bool(definition.get("internal", False)),
+            subnet6=subnet6,
         )
-        self.gateways[name] = ipaddress.IPv4Address(str(gateway)) if gateway else subnet[1]
-        return Network(name=name, subnet=subnet, internal=bool(definition.get("internal", False)))
+
+    def _subnet6(
+        self, name: str, definition: dict[str, Any], configs: list[Any], v6: list[Any], where: str
+    ) -> ipaddress.IPv6Network | None:
+        """The network's IPv6 subnet: one, with enable_ipv6: true (as Docker needs), or none."""
+        enabled = _flag(definition.get("enable_ipv6", False), "enable_ipv6", where)
+        if not v6:
+            if enabled:
+                raise TopologyError(
+                    f"{where} has enable_ipv6 but no IPv6 subnet: add one beside the IPv4 one "
+                    "in ipam: config: (e.g. {subnet: fd00:1::/64}; the lab's addresses are "
+                    "static)"
+                )
+            return None
+        if len(v6) > 1:
+            raise TopologyError(
+                f"{where} has {len(v6)} IPv6 subnets ({', '.join(map(str, v6))}); "
+                "the lab takes one per network"
+            )
+        if not enabled:
+            raise TopologyError(
+                f"{where} has the IPv6 subnet {v6[0]} but not enable_ipv6: true; "
+                "add it (Docker ignores the subnet without it)"
+            )
+        try:
+            subnet6 = ipaddress.IPv6Network(str(v6[0]))
+        except ValueError as exc:
+            raise TopologyError(f"{where}: invalid IPv6 subnet {v6[0]!r}: {exc}") from None
+        gateway = _gateway(configs, v6[0], where)
+        if gateway is not None and not isinstance(gateway, ipaddress.IPv6Address):
+            raise TopologyError(f"{where}: the gateway of {subnet6} must be an IPv6 address")
+        self.gateways6[name] = gateway or subnet6[1]
+        return subnet6
 
     def _check_overlaps(self, networks: dict[str, Network]) -> None:
         items = list(networks.values())
         for i, a in enumerate(items):
             for b in items[i + 1 :]:
-                if a.subnet.overlaps(b.subnet):
-                    raise TopologyError(
-                        f"{self.origin['network', b.name]}: network {b.name!r} ({b.subnet}) "
-                        f"overlaps network {a.name!r} ({a.subnet}); subnets must be disjoint"
-                    )
+                for mine in b.subnets:
+                    for theirs in a.subnets:
+                        if mine.version == theirs.version and mine.overlaps(theirs):
+                            raise TopologyError(
+                                f"{self.origin['network', b.name]}: network {b.name!r} "
+                                f"({mine}) overlaps network {a.name!r} ({theirs}); "
+                                "subnets must be disjoint"
+                            )
 
     def _node(self, name: str, service: dict[str, Any], networks: dict[str, Network]) -> Node:
         at = f"{self.origin['service', name]}: service {name!r}"
@@ -280,7 +325,8 @@ class _Merger:
                     f"{where}: address {address} on network {network!r} is reserved (network, "
                     f"broadcast or Docker's gateway {gateway}); pick another"
                 )
-            attachments.append(Attachment(network=network, address=address))
+            address6 = self._address6(options, networks[network], where)
+            attachments.append(Attachment(network=network, address=address, address6=address6))
         return Node(
             name=name,
             attachments=tuple(attachments),
@@ -291,6 +337,65 @@ class _Merger:
             healthcheck=_healthcheck(service.get("healthcheck"), at),
             labels={k: _scalar(v) for k, v in (service.get("labels") or {}).items()},
         )
+
+    def _address6(self, options: Any, network: Network, where: str) -> ipaddress.IPv6Address | None:
+        """The attachment's ipv6_address: optional, inside the network's IPv6 subnet."""
+        raw = options.get("ipv6_address") if isinstance(options, dict) else None
+        if not raw:
+            return None
+        if network.subnet6 is None:
+            raise TopologyError(
+                f"{where}: ipv6_address {raw} on network {network.name!r}, which has no IPv6 "
+                "subnet: give the network enable_ipv6: true and an IPv6 subnet"
+            )
+        try:
+            address = ipaddress.IPv6Address(str(raw))
+        except ValueError:
+            raise TopologyError(
+                f"{where}: ipv6_address {raw!r} on network {network.name!r} is not an IPv6 address"
+            ) from None
+        subnet6 = network.subnet6
+        if address not in subnet6:
+            raise TopologyError(
+                f"{where}: address {address} on network {network.name!r} is outside its "
+                f"IPv6 subnet {subnet6}"
+            )
+        gateway = self.gateways6[network.name]
+        if address in (subnet6.network_address, gateway):
+            raise TopologyError(
+                f"{where}: address {address} on network {network.name!r} is reserved (the "
+                f"subnet-router anycast address or Docker's gateway {gateway}); pick another"
+            )
+        return address
+
+
+def _gateway(
+    configs: list[Any], subnet: Any, where: str
+) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The gateway: an ipam config entry gives for subnet, if any."""
+    raw = next(
+        (
+            c["gateway"]
+            for c in configs
+            if isinstance(c, dict) and c.get("subnet") == subnet and c.get("gateway")
+        ),
+        None,
+    )
+    if raw is None:
+        return None
+    try:
+        return ipaddress.ip_address(str(raw))
+    except ValueError:
+        raise TopologyError(f"{where}: gateway {raw!r} of {subnet} is not an address") from None
+
+
+def _flag(value: Any, what: str, where: str) -> bool:
+    """A compose boolean (YAML true/false, or the strings an interpolation leaves)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", ""):
+        return value.lower() in ("true", "1")
+    raise TopologyError(f"{where}: {what} must be true or false, got {value!r}")
 
 
 def _scalar(value: Any) -> str:

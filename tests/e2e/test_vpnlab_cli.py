@@ -116,6 +116,9 @@ def test_inspect_json_follows_the_schema_and_the_topology(lab: Lab) -> None:
         assert {(i["network"], i["address"]) for i in nodes[name]["interfaces"]} == {
             (a.network, str(a.address)) for a in node.attachments
         }
+        assert {(i["network"], i["address6"]) for i in nodes[name]["interfaces"]} == {
+            (a.network, str(a.address6)) for a in node.attachments
+        }
         assert nodes[name]["tunnel"] is None  # no VPN started in this lab
     client_object = nodes["client"]["object"]
     if lab.backend == "docker":
@@ -137,6 +140,9 @@ def test_inspect_json_follows_the_schema_and_the_topology(lab: Lab) -> None:
             client_object
             in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
         )
+    assert {(n["name"], n["subnet"], n["subnet6"]) for n in document["networks"]} == {
+        (n.name, str(n.subnet), str(n.subnet6)) for n in lab.topology.networks.values()
+    }
     (declared,) = document["impairments"]
     assert (
         declared["link"].startswith("client:")
@@ -282,8 +288,9 @@ def test_graph_and_completion_name_what_inspect_finds(lab: Lab) -> None:
         name = node["name"]
         for interface in node["interfaces"]:
             network, address = interface["network"], interface["address"]
-            assert f"node_{name} ---|{address}| net_{network}" in mermaid
-            assert f'node_{name} -- net_{network} [label="{address}"]' in dot
+            address6 = interface["address6"]
+            assert f'node_{name} ---|"{address} {address6}"| net_{network}' in mermaid
+            assert f'node_{name} -- net_{network} [label="{address}\\n{address6}"]' in dot
     names = lab.ok("_names").stdout.split()
     assert {n["name"] for n in running["nodes"]} <= set(names)
     assert "client:internet" in names

@@ -148,16 +148,76 @@ def test_lan_hosts_reach_the_gateway_and_route_the_pool_to_it(lab: NetnsBackend)
 
 
 def test_node_names_resolve_like_dockers_dns(lab: NetnsBackend) -> None:
-    assert lab.ensure("client", ["getent", "hosts", "gateway"]).split()[0] == "10.9.0.11"
-    assert lab.ensure("host1", ["getent", "hosts", "gateway"]).split()[0] == "192.168.60.11"
+    def first(node: str, database: str, name: str) -> str:
+        return lab.ensure(node, ["getent", database, name]).split()[0]
+
+    assert first("client", "ahostsv4", "gateway") == "10.9.0.11"
+    assert first("host1", "ahostsv4", "gateway") == "192.168.60.11"
+    assert first("client", "ahostsv6", "gateway") == "fd00:9::11"
+    assert first("host1", "ahostsv6", "gateway") == "fd00:60::11"
     assert lab.exec("client", ["getent", "hosts", "host1"]).returncode != 0
+
+
+# -- IPv6 ---------------------------------------------------------------------------------------
+def test_every_node_has_its_ipv6_addresses_at_once(lab: NetnsBackend) -> None:
+    """Each interface carries the compose file's IPv6 address beside the IPv4 one, usable
+    at once (nodad: never tentative), and no node has an IPv6 default route."""
+    checked = 0
+    for node in lab.topology.nodes.values():
+        for attachment in node.attachments:
+            network = lab.topology.network(attachment.network)
+            assert attachment.address6 is not None and network.subnet6 is not None
+            ifname = lab.interface(node.name, attachment.network)
+            shown = lab.ensure(node.name, ["ip", "-6", "-o", "addr", "show", "dev", ifname])
+            line = next((x for x in shown.splitlines() if f" {attachment.address6}/" in x), "")
+            assert f"inet6 {attachment.address6}/{network.subnet6.prefixlen} scope global" in line
+            assert "tentative" not in line and "dadfailed" not in line
+            assert "nodad" in line, "added without duplicate address detection"
+            checked += 1
+        default = lab.ensure(node.name, ["ip", "-6", "route", "show", "default"])
+        assert default.strip() == "", f"{node.name} must have no IPv6 default route"
+    assert checked == sum(len(n.attachments) for n in lab.topology.nodes.values())
+    bridges = subprocess.run(
+        ["ip", "-n", lab.lab_ns, "-6", "-o", "addr"], capture_output=True, text=True
+    )
+    assert bridges.stdout.strip() == "", "the lab namespace's bridges have no IPv6 address"
+
+
+def test_ping6_between_nodes_on_a_segment_but_not_across(lab: NetnsBackend) -> None:
+    topo = lab.topology
+    assert ping(lab, "client", topo.node("gateway").address6("internet")) == 0
+    assert ping(lab, "host1", topo.node("host2").address6("lan")) == 0
+    assert ping(lab, "host3", topo.node("gateway").address6("lan")) == 0
+    blocked = lab.exec(
+        "client", ["ping", "-c", "1", "-W", "1", str(topo.node("host1").address6("lan"))]
+    )
+    assert blocked.returncode != 0
+    assert "unreachable" in blocked.stderr.lower()
+
+
+def test_lan_hosts_route_the_ipv6_pool_to_the_gateway(lab: NetnsBackend) -> None:
+    gateway = lab.topology.node("gateway")
+    pool6 = ipaddress.IPv6Network(gateway.labels["vpnlab.vpn.pool6"])
+    for host in ("host1", "host2", "host3"):
+        route = lab.ensure(host, ["ip", "-6", "route", "show", str(pool6)])
+        assert f"{pool6} via {gateway.address6('lan')} dev eth0" in route
+
+
+def test_gateway_forwards_ipv6_and_the_others_do_not(lab: NetnsBackend) -> None:
+    forwarding = ["cat", "/proc/sys/net/ipv6/conf/all/forwarding"]
+    assert lab.ensure("gateway", forwarding).strip() == "1"
+    for node in ("client", "host1", "host2", "host3"):
+        assert lab.ensure(node, forwarding).strip() == "0"
+    disabled = ["cat", "/proc/sys/net/ipv6/conf/all/disable_ipv6"]
+    assert all(lab.ensure(n, disabled).strip() == "0" for n in lab.topology.nodes)
 
 
 # -- testinfra ----------------------------------------------------------------------------------
 def test_testinfra_host_sees_the_namespace(lab: NetnsBackend) -> None:
     gateway = lab.host("gateway")
     lan_if = lab.interface("gateway", "lan")
-    assert gateway.interface(lan_if).addresses == ["192.168.60.11"]
+    addresses = gateway.interface(lan_if).addresses
+    assert [a for a in addresses if not a.startswith("fe80:")] == ["192.168.60.11", "fd00:60::11"]
     assert gateway.interface(lan_if).exists
     assert gateway.sysctl("net.ipv4.ip_forward") == 1
     assert gateway.addr("192.168.60.5").is_reachable
@@ -365,6 +425,37 @@ def test_a_dying_node_command_fails_up(tmp_path: Path) -> None:
     assert run_namespaces(backend.prefix) == []
 
 
+def test_an_ipv4_only_lab_keeps_ipv6_off(tmp_path: Path) -> None:
+    """A node on IPv4-only networks has no IPv6 at all (as Docker gives it), while a node on a
+    dual-stack one has it: here a lab whose lan is IPv4-only, its internet dual-stack."""
+    compose = tmp_path / "lab.yml"
+    compose.write_text(
+        textwrap.dedent(
+            """
+            networks:
+              internet:
+                enable_ipv6: true
+                ipam: {config: [{subnet: 10.9.0.0/24}, {subnet: "fd00:9::/64"}]}
+              lan:
+                ipam: {config: [{subnet: 192.168.60.0/24}]}
+            services:
+              client:
+                networks: {internet: {ipv4_address: 10.9.0.5, ipv6_address: "fd00:9::5"}}
+              host1:
+                networks: {lan: {ipv4_address: 192.168.60.5}}
+            """
+        )
+    )
+    backend = NetnsBackend(load([compose], {}), new_run_id(), tmp_path / "lab")
+    with backend:
+        disabled = ["cat", "/proc/sys/net/ipv6/conf/all/disable_ipv6"]
+        assert backend.ensure("host1", disabled).strip() == "1"
+        assert backend.ensure("host1", ["ip", "-6", "-o", "addr"]).strip() == ""
+        assert backend.ensure("client", disabled).strip() == "0"
+        assert "inet6 fd00:9::5/64" in backend.ensure("client", ["ip", "-6", "-o", "addr"])
+    assert run_namespaces(backend.prefix) == []
+
+
 def test_not_root_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(LabError, match="network namespaces need root: sudo make"):
@@ -394,7 +485,9 @@ def test_cli_up_status_exec_capture_down(tmp_path: Path) -> None:
         assert len(run_namespaces(prefix)) == 8
         status = cli("status")
         assert status.returncode == 0
-        assert re.search(r"client3 +up +\S+ +internet=10\.9\.0\.7 \(eth0\)", status.stdout)
+        assert re.search(
+            r"client3 +up +\S+ +internet=10\.9\.0\.7,fd00:9::7 \(eth0\)", status.stdout
+        )
         pinged = cli("exec", "client2", "--", "ping", "-c", "1", "-W", "1", "10.9.0.11")
         assert pinged.returncode == 0 and "1 received" in pinged.stdout
         assert cli("exec", "host1", "--", "sh", "-c", "exit 5").returncode == 5

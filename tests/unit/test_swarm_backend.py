@@ -3,6 +3,7 @@ its one-line errors, and the test cluster's teardown from a record alone."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import types
 from pathlib import Path
@@ -105,3 +106,33 @@ def test_the_cluster_record_is_on_the_host_not_in_a_checkout(monkeypatch) -> Non
     assert cluster.record_path() == cluster.STATE_ROOT / "cluster.json"
     assert not cluster.record_path().is_relative_to(REPO_ROOT)
     assert cluster.log_path().is_relative_to(REPO_ROOT)  # the log is for the user who ran it
+
+
+def test_overlays_are_dual_stack_with_static_addresses_of_both_families() -> None:
+    from lab.backends.swarm.lifecycle import _addresses
+
+    lab = topology()
+    gateway = lab.node("gateway")
+    assert _addresses(gateway.attachment("lan")) == {
+        "ipv4_address": str(gateway.address("lan")),
+        "ipv6_address": str(gateway.address6("lan")),
+    }
+    ipv4_only = dataclasses.replace(gateway.attachment("lan"), address6=None)
+    assert _addresses(ipv4_only) == {"ipv4_address": str(gateway.address("lan"))}
+
+
+@pytest.mark.parametrize(
+    ("subnets", "clash"),
+    [
+        (["10.9.0.0/16"], True),
+        (["fd00:60::/48"], True),  # another network on the lab's IPv6 subnet
+        (["172.31.0.0/24", "fd00:61::/64"], False),
+        (["not a subnet"], False),
+        ([], False),
+    ],
+)
+def test_another_network_clashes_on_either_family(subnets: list[str], clash: bool) -> None:
+    from lab.backends.docker.lifecycle import overlaps
+
+    net = types.SimpleNamespace(attrs={"IPAM": {"Config": [{"Subnet": s} for s in subnets]}})
+    assert overlaps(net, topology()) is clash  # type: ignore[arg-type]

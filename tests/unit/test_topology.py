@@ -21,6 +21,10 @@ def ip(text: str) -> ipaddress.IPv4Address:
     return ipaddress.IPv4Address(text)
 
 
+def ip6(text: str) -> ipaddress.IPv6Address:
+    return ipaddress.IPv6Address(text)
+
+
 def write(tmp_path: Path, name: str, text: str) -> Path:
     path = tmp_path / name
     path.write_text(textwrap.dedent(text))
@@ -65,17 +69,46 @@ def test_lab_yml_declares_the_lab() -> None:
     assert gateway.networks == ("internet", "lan")
     assert gateway.address("internet") == ip("10.9.0.11")
     assert gateway.address("lan") == ip("192.168.60.11")
-    assert gateway.sysctls == {"net.ipv4.ip_forward": "1"}
+    assert gateway.sysctls == {"net.ipv4.ip_forward": "1", "net.ipv6.conf.all.forwarding": "1"}
     for name, last in (("host1", 5), ("host2", 6), ("host3", 7)):
         host = topo.node(name)
         assert host.networks == ("lan",)
         assert host.address("lan") == ip(f"192.168.60.{last}")
         assert host.command[:2] == ("sh", "-c")
         assert "192.168.53.0/24 via 192.168.60.11" in host.command[2]
+        assert "fd00:53::/64 via fd00:60::11" in host.command[2]
         assert host.healthcheck[:2] == ("/bin/sh", "-c")
+        assert "fd00:53::/64" in host.healthcheck[2]
     assert "NET_ADMIN" in topo.node("client").cap_add
     assert any(d.startswith("/dev/net/tun") for d in topo.node("client").devices)
     assert [n.name for n in topo.nodes_on("internet")] == ["client", "gateway"]
+
+
+def test_lab_yml_is_dual_stack() -> None:
+    """Every network has an IPv6 subnet beside its IPv4 one, every node an address in it."""
+    topo = load(default_files(REPO, ["clients", "site2"]), ENV)
+    assert topo.network("internet").subnet6 == ipaddress.IPv6Network("fd00:9::/64")
+    assert topo.network("lan").subnet6 == ipaddress.IPv6Network("fd00:60::/64")
+    assert topo.network("site2").subnet6 == ipaddress.IPv6Network("fd00:50::/64")
+    for network in topo.networks.values():
+        assert network.dual_stack
+        assert network.subnets == (network.subnet, network.subnet6)
+    gateway = topo.node("gateway")
+    assert gateway.address6("internet") == ip6("fd00:9::11")
+    assert gateway.address6("lan") == ip6("fd00:60::11")
+    assert topo.node("client").address6("internet") == ip6("fd00:9::5")
+    assert [topo.node(h).address6("lan") for h in ("host1", "host2", "host3")] == [
+        ip6("fd00:60::5"),
+        ip6("fd00:60::6"),
+        ip6("fd00:60::7"),
+    ]
+    for node in topo.nodes.values():
+        for attachment in node.attachments:
+            assert attachment.address6 is not None, (node.name, attachment.network)
+            assert attachment.address6 in topo.network(attachment.network).subnet6  # type: ignore[operator]
+            assert attachment.addresses == (attachment.address, attachment.address6)
+    assert gateway.labels["vpnlab.vpn.pool6"] == "fd00:53::/64"
+    assert topo.node("client-router").sysctls["net.ipv6.conf.all.forwarding"] == "1"
 
 
 def test_clients_yml_adds_two_clients() -> None:
@@ -344,3 +377,155 @@ def test_lookups_that_miss_say_what_there_is() -> None:
     with pytest.raises(KeyError) as err:
         topo.network("dmz")
     assert err.value.args == ("no network 'dmz'; networks: lan",)
+
+
+# -- IPv6 -----------------------------------------------------------------------------------------
+DUAL = """
+    networks:
+      internet:
+        enable_ipv6: true
+        ipam: {config: [{subnet: 10.9.0.0/24}, {subnet: "fd00:9::/64"}]}
+      lan:
+        internal: true
+        enable_ipv6: true
+        ipam:
+          config: [{subnet: 192.168.60.0/24}, {subnet: "fd00:60::/64", gateway: "fd00:60::fe"}]
+    services:
+      client:
+        networks: {internet: {ipv4_address: 10.9.0.5, ipv6_address: "fd00:9::5"}}
+      gateway:
+        networks:
+          internet: {ipv4_address: 10.9.0.11, ipv6_address: "fd00:9::11"}
+          lan: {ipv4_address: 192.168.60.11, ipv6_address: "fd00:60::11"}
+      host1:
+        networks: {lan: {ipv4_address: 192.168.60.5}}
+"""
+
+
+def test_ipv6_subnets_and_addresses_are_read(tmp_path: Path) -> None:
+    topo = load([write(tmp_path, "lab.yml", DUAL)], {})
+    assert topo.network("internet").subnet6 == ipaddress.IPv6Network("fd00:9::/64")
+    assert topo.network("lan").subnets == (
+        ipaddress.IPv4Network("192.168.60.0/24"),
+        ipaddress.IPv6Network("fd00:60::/64"),
+    )
+    gateway = topo.node("gateway")
+    assert gateway.address("lan") == ip("192.168.60.11")  # the IPv4 API as it was
+    assert gateway.address6("lan") == ip6("fd00:60::11")
+    assert gateway.attachment("internet") == Attachment(
+        network="internet", address=ip("10.9.0.11"), address6=ip6("fd00:9::11")
+    )
+    # ipv6_address is optional: an attachment without one has the IPv4 address only.
+    host1 = topo.node("host1").attachment("lan")
+    assert host1.address6 is None and host1.addresses == (ip("192.168.60.5"),)
+    with pytest.raises(KeyError, match="node 'host1' has no IPv6 address on network 'lan'"):
+        topo.node("host1").address6("lan")
+    with pytest.raises(KeyError, match="no interface on network 'internet'"):
+        topo.node("host1").address6("internet")
+
+
+def test_ipv4_only_networks_stay_ipv4_only(tmp_path: Path) -> None:
+    topo = load([write(tmp_path, "lab.yml", BASE)], {})
+    for network in topo.networks.values():
+        assert network.subnet6 is None and not network.dual_stack
+        assert network.subnets == (network.subnet,)
+    assert all(a.address6 is None for n in topo.nodes.values() for a in n.attachments)
+
+
+@pytest.mark.parametrize(
+    ("snippet", "match"),
+    [
+        (  # not an address at all
+            "services: {host1: {networks: {lan: {ipv6_address: nonsense}}}}",
+            "service 'host1': ipv6_address 'nonsense' on network 'lan' is not an IPv6 address",
+        ),
+        (  # an IPv4 address where an IPv6 one belongs
+            "services: {host1: {networks: {lan: {ipv6_address: 192.168.60.9}}}}",
+            "'192.168.60.9' on network 'lan' is not an IPv6 address",
+        ),
+        (
+            'services: {host1: {networks: {lan: {ipv6_address: "fd00:61::5"}}}}',
+            "service 'host1': address fd00:61::5 on network 'lan' is outside its IPv6 subnet "
+            "fd00:60::/64",
+        ),
+        (  # taken by another node
+            'services: {host1: {networks: {lan: {ipv6_address: "fd00:60::11"}}}}',
+            "service 'host1': address fd00:60::11 is already taken by service 'gateway'",
+        ),
+        (  # the same address written another way is the same address
+            'services: {host1: {networks: {lan: {ipv6_address: "fd00:60:0:0::11"}}}}',
+            "address fd00:60::11 is already taken by service 'gateway'",
+        ),
+        (  # Docker's gateway, as the ipam config sets it
+            'services: {host1: {networks: {lan: {ipv6_address: "fd00:60::fe"}}}}',
+            r"fd00:60::fe on network 'lan' is reserved \(.*gateway fd00:60::fe\)",
+        ),
+        (  # Docker's default gateway: the subnet's first address
+            'services: {client: {networks: {internet: {ipv6_address: "fd00:9::1"}}}}',
+            "fd00:9::1 on network 'internet' is reserved",
+        ),
+        (  # the subnet-router anycast address
+            'services: {client: {networks: {internet: {ipv6_address: "fd00:9::"}}}}',
+            "fd00:9:: on network 'internet' is reserved",
+        ),
+        (
+            'networks: {dmz: {ipam: {config: [{subnet: 10.7.0.0/24}, {subnet: "fd00:7::/64"}]}}}',
+            "network 'dmz' has the IPv6 subnet fd00:7::/64 but not enable_ipv6: true",
+        ),
+        (
+            "networks: {dmz: {enable_ipv6: true, ipam: {config: [{subnet: 10.7.0.0/24}]}}}",
+            "network 'dmz' has enable_ipv6 but no IPv6 subnet",
+        ),
+        (
+            "networks: {dmz: {enable_ipv6: maybe, ipam: {config: [{subnet: 10.7.0.0/24}]}}}",
+            "network 'dmz': enable_ipv6 must be true or false",
+        ),
+        (
+            "networks: {dmz: {enable_ipv6: true, ipam: {config: [{subnet: 10.7.0.0/24}, "
+            '{subnet: "fd00:7::/64"}, {subnet: "fd00:8::/64"}]}}}',
+            "network 'dmz' has 2 IPv6 subnets",
+        ),
+        (
+            "networks: {dmz: {enable_ipv6: true, ipam: {config: [{subnet: 10.7.0.0/24}, "
+            '{subnet: "fd00:7::1/64"}]}}}',
+            "network 'dmz': invalid IPv6 subnet 'fd00:7::1/64'",
+        ),
+        (
+            "networks: {dmz: {enable_ipv6: true, ipam: {config: [{subnet: 10.7.0.0/24}, "
+            '{subnet: "fd00:60:0:0:8000::/65"}]}}}',
+            r"network 'dmz' \(fd00:60:0:0:8000::/65\) overlaps network 'lan' \(fd00:60::/64\)",
+        ),
+        (
+            "networks: {dmz: {enable_ipv6: true, ipam: {config: [{subnet: 10.7.0.0/24}, "
+            '{subnet: "fd00:7::/64", gateway: 10.7.0.1}]}}}',
+            "the gateway of fd00:7::/64 must be an IPv6 address",
+        ),
+        (  # an IPv6 address on a network that has no IPv6 subnet
+            "networks: {dmz: {ipam: {config: [{subnet: 10.7.0.0/24}]}}}\n"
+            "services: {host1: {networks: {dmz: "
+            '{ipv4_address: 10.7.0.5, ipv6_address: "fd00::5"}}}}',
+            "service 'host1': ipv6_address fd00::5 on network 'dmz', which has no IPv6 subnet",
+        ),
+    ],
+)
+def test_ipv6_errors_name_the_file_and_service(tmp_path: Path, snippet: str, match: str) -> None:
+    base = write(tmp_path, "lab.yml", DUAL)
+    bad = write(tmp_path, "bad.yml", snippet + "\n")
+    with pytest.raises(TopologyError, match=match) as err:
+        load([base, bad], {})
+    assert str(bad) in str(err.value)
+
+
+def test_an_ipv6_duplicate_names_both_files(tmp_path: Path) -> None:
+    base = write(tmp_path, "lab.yml", DUAL)
+    bad = write(
+        tmp_path,
+        "clients.yml",
+        "services: {client2: {networks: {internet: "
+        '{ipv4_address: 10.9.0.6, ipv6_address: "fd00:9::5"}}}}',
+    )
+    with pytest.raises(TopologyError) as err:
+        load([base, bad], {})
+    message = str(err.value)
+    assert str(bad) in message and "'client2'" in message
+    assert f"fd00:9::5 is already taken by service 'client' ({base})" in message

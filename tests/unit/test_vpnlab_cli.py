@@ -116,6 +116,23 @@ def test_graphs_show_every_node_and_address(render: Callable[[Topology], str]) -
         assert str(network.subnet) in text
 
 
+@pytest.mark.parametrize("render", [to_dot, to_mermaid])
+def test_graphs_show_both_families(render: Callable[[Topology], str]) -> None:
+    lab = topology("clients")
+    text = render(lab)
+    for node in lab.nodes.values():
+        for attachment in node.attachments:
+            assert attachment.address6 is not None
+            assert str(attachment.address6) in text
+    for network in lab.networks.values():
+        assert f"{network.subnet}" in text and f"{network.subnet6}" in text
+    gateway_lan = lab.node("gateway").attachment("lan")
+    if render is to_dot:
+        assert f'net_lan [label="{gateway_lan.address}\\n{gateway_lan.address6}"]' in text
+    else:
+        assert f'---|"{gateway_lan.address} {gateway_lan.address6}"| net_lan' in text
+
+
 def test_graph_svg_is_drawn_without_a_lab(tmp_path: Path) -> None:
     out = tmp_path / "lab.svg"
     done = subprocess.run([VPNLAB, "graph", "--format", "svg", "-o", str(out)], capture_output=True)

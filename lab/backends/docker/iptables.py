@@ -20,43 +20,46 @@ def accept_within_bridges(project: str, bridges: Iterable[str]) -> None:
     the VPN pool's packets between gateway and LAN hosts. A rule in DOCKER-USER (which runs
     first) accepts what enters and leaves the same lab bridge; traffic between bridges
     (client → LAN without the tunnel) stays dropped. down() removes the rules by comment.
+    The same goes for IPv6 where Docker keeps an ip6tables firewall too (its ip6tables option).
     """
-    iptables = docker_iptables()
-    if iptables is None:
-        return  # Docker manages no firewall here: nothing drops the traffic
-    for bridge in bridges:
-        rule = ["-i", bridge, "-o", bridge, "-m", "comment", "--comment", project]
-        done = subprocess.run(
-            [iptables, "-I", "DOCKER-USER", *rule, "-j", "ACCEPT"],
-            capture_output=True,
-            text=True,
-        )
-        if done.returncode != 0:
-            raise LabError(
-                f"`{iptables} -I DOCKER-USER {shlex.join(rule)} -j ACCEPT` failed: "
-                f"{done.stderr.strip()}; without it Docker drops the VPN's routed packets "
-                "on the LAN (run as root)"
+    bridges = list(bridges)
+    for iptables in filter(None, map(docker_iptables, FAMILIES)):
+        for bridge in bridges:
+            rule = ["-i", bridge, "-o", bridge, "-m", "comment", "--comment", project]
+            done = subprocess.run(
+                [iptables, "-I", "DOCKER-USER", *rule, "-j", "ACCEPT"],
+                capture_output=True,
+                text=True,
             )
+            if done.returncode != 0:
+                raise LabError(
+                    f"`{iptables} -I DOCKER-USER {shlex.join(rule)} -j ACCEPT` failed: "
+                    f"{done.stderr.strip()}; without it Docker drops the VPN's routed packets "
+                    "on the LAN (run as root)"
+                )
 
 
 def remove_accept_rules(project: str) -> None:
     """Remove the rules accept_within_bridges added for project."""
-    iptables = docker_iptables()
-    if iptables is None:
-        return
-    listing = subprocess.run([iptables, "-S", "DOCKER-USER"], capture_output=True, text=True)
-    for line in listing.stdout.splitlines():
-        words = shlex.split(line)
-        if words[:2] != ["-A", "DOCKER-USER"] or f"--comment {project} " not in line + " ":
-            continue
-        done = subprocess.run([iptables, "-D", *words[1:]], capture_output=True, text=True)
-        if done.returncode != 0:
-            raise LabError(f"could not remove the rule `{line}`: {done.stderr.strip()}")
+    for iptables in filter(None, map(docker_iptables, FAMILIES)):
+        listing = subprocess.run([iptables, "-S", "DOCKER-USER"], capture_output=True, text=True)
+        for line in listing.stdout.splitlines():
+            words = shlex.split(line)
+            if words[:2] != ["-A", "DOCKER-USER"] or f"--comment {project} " not in line + " ":
+                continue
+            done = subprocess.run([iptables, "-D", *words[1:]], capture_output=True, text=True)
+            if done.returncode != 0:
+                raise LabError(f"could not remove the rule `{line}`: {done.stderr.strip()}")
 
 
-def docker_iptables() -> str | None:
-    """The iptables (nft or legacy) that holds Docker's DOCKER-USER chain, if any."""
-    for name in ("iptables", "iptables-legacy"):
+# The firewall commands of each family: Docker's rules are in one of each pair (nft or legacy).
+FAMILIES = ("iptables", "ip6tables")
+
+
+def docker_iptables(family: str = "iptables") -> str | None:
+    """The iptables (nft or legacy) of family ("iptables" or "ip6tables") that holds Docker's
+    DOCKER-USER chain, if any."""
+    for name in (family, f"{family}-legacy"):
         path = shutil.which(name)
         if path is None:
             continue

@@ -32,7 +32,7 @@ from lab.backends.docker.engine import (
     remove_network,
 )
 from lab.backends.docker.nodes import DockerNodes
-from lab.model import LabError
+from lab.model import LabError, Topology
 
 if TYPE_CHECKING:
     from docker.models.networks import Network as DockerNetwork
@@ -173,18 +173,13 @@ class DockerLifecycle(DockerNodes):
             remove_project(client, project, problems)
 
     def _overlapping(self, client: docker.DockerClient) -> list[DockerNetwork]:
-        """Docker networks of other projects whose subnets overlap the lab's."""
-        ours = [n.subnet for n in self.topology.networks.values()]
+        """Docker networks of other projects whose subnets (IPv4 or IPv6) overlap the lab's."""
         found = []
         for net in client.networks.list():
             if (net.attrs.get("Labels") or {}).get(PROJECT) == self.project:
                 continue
-            for config in (net.attrs.get("IPAM") or {}).get("Config") or ():
-                with contextlib.suppress(ValueError):
-                    subnet = ipaddress.ip_network(config.get("Subnet", ""), strict=False)
-                    if subnet.version == 4 and any(subnet.overlaps(o) for o in ours):
-                        found.append(net)
-                        break
+            if overlaps(net, self.topology):
+                found.append(net)
         return found
 
     def _check_subnets(self, client: docker.DockerClient) -> None:
@@ -204,7 +199,9 @@ class DockerLifecycle(DockerNodes):
             )
             clashes.append(f"Docker network {net.name} ({subnets}): {hint}")
         if clashes:
-            ours = ", ".join(f"{n.name} {n.subnet}" for n in self.topology.networks.values())
+            ours = ", ".join(
+                f"{n.name} {' '.join(map(str, n.subnets))}" for n in self.topology.networks.values()
+            )
             raise LabError(
                 f"cannot create the lab's networks ({ours}); they overlap " + "; ".join(clashes)
             )
@@ -265,6 +262,17 @@ class DockerLifecycle(DockerNodes):
         except LabError as exc:
             return False, str(exc)
         return done.returncode == 0, tail(done.stderr + done.stdout) or f"exit {done.returncode}"
+
+
+def overlaps(net: DockerNetwork, topology: Topology) -> bool:
+    """Whether a Docker network's subnets overlap one of the topology's, family by family."""
+    ours = [s for n in topology.networks.values() for s in n.subnets]
+    for config in (net.attrs.get("IPAM") or {}).get("Config") or ():
+        with contextlib.suppress(ValueError):
+            subnet = ipaddress.ip_network(config.get("Subnet", ""), strict=False)
+            if any(subnet.version == o.version and subnet.overlaps(o) for o in ours):
+                return True
+    return False
 
 
 def remove_project(client: docker.DockerClient, project: str, problems: list[str]) -> None:

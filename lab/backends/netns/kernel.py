@@ -24,12 +24,23 @@ IFNAMSIZ = 15
 # Set in every namespace before the compose file's own sysctls. A new namespace copies IPv4
 # settings from the host's (net.core.devconf_inherit_init_net=0), where Docker turned forwarding
 # on: only nodes whose compose entry says so forward. No IPv6, as Docker gives containers on
-# IPv4-only networks: it keeps captures quiet.
+# IPv4-only networks: it keeps captures quiet (the lab namespace keeps it so: its bridges
+# carry IPv6 frames without an address of their own).
 BASE_SYSCTLS = {
     "net.ipv4.ip_forward": "0",
     "net.ipv6.conf.all.disable_ipv6": "1",
     "net.ipv6.conf.default.disable_ipv6": "1",
 }
+# Then in the namespace of each node on a dual-stack network, as Docker enables IPv6 in a
+# container that joins one: interfaces made afterwards have IPv6; forwarding stays off unless
+# the compose file turns it on (net.ipv6.conf.all.forwarding).
+IPV6_SYSCTLS = {
+    "net.ipv6.conf.all.disable_ipv6": "0",
+    "net.ipv6.conf.default.disable_ipv6": "0",
+    "net.ipv6.conf.all.forwarding": "0",
+}
+# ifaddrmsg flag: the address is usable at once, without duplicate address detection's second.
+IFA_F_NODAD = 0x02
 
 
 def prefix_for(run_id: str) -> str:

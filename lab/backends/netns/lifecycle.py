@@ -15,7 +15,9 @@ from lab.backends import base
 from lab.backends.netns.kernel import (
     BASE_SYSCTLS,
     ETC_NETNS_DIR,
+    IFA_F_NODAD,
     IFNAMSIZ,
+    IPV6_SYSCTLS,
     NETNS_DIR,
     remove_netns,
     write_sysctls,
@@ -108,12 +110,16 @@ class NetnsLifecycle(NetnsProcesses):
                 raise LabError(f"cannot create network namespace {ns}: {exc}") from exc
         for ns in namespaces:
             write_sysctls(ns, BASE_SYSCTLS)
+        for node in self.topology.nodes.values():
+            if any(self.topology.network(n).dual_stack for n in node.networks):
+                write_sysctls(self.namespace(node.name), IPV6_SYSCTLS)
         self._write_hosts_files()
         log.info("namespaces: %s", " ".join(namespaces))
 
     def _write_hosts_files(self) -> None:
         """/etc/netns/NS/hosts: `ip netns exec` mounts it over /etc/hosts, so node names resolve
-        as Docker's DNS resolves them (the address on a network both nodes share)."""
+        as Docker's DNS resolves them (the addresses on a network both nodes share: IPv4, and
+        IPv6 on a dual-stack one)."""
         for node in self.topology.nodes.values():
             lines = ["127.0.0.1\tlocalhost", f"127.0.1.1\t{node.name}"]
             for other in self.topology.nodes.values():
@@ -121,7 +127,7 @@ class NetnsLifecycle(NetnsProcesses):
                     continue
                 shared = [a for a in other.attachments if a.network in node.networks]
                 if shared:
-                    lines.append(f"{shared[0].address}\t{other.name}")
+                    lines += [f"{address}\t{other.name}" for address in shared[0].addresses]
             path = ETC_NETNS_DIR / self.namespace(node.name)
             path.mkdir(parents=True, exist_ok=True)
             (path / "hosts").write_text("\n".join(lines) + "\n")
@@ -159,10 +165,21 @@ class NetnsLifecycle(NetnsProcesses):
                             state="up",
                         )
                         inner = ipr.link_lookup(ifname=f"eth{i}")[0]
-                        prefixlen = self.topology.network(attachment.network).subnet.prefixlen
+                        net = self.topology.network(attachment.network)
                         ipr.addr(
-                            "add", index=inner, address=str(attachment.address), prefixlen=prefixlen
+                            "add",
+                            index=inner,
+                            address=str(attachment.address),
+                            prefixlen=net.subnet.prefixlen,
                         )
+                        if attachment.address6 is not None and net.subnet6 is not None:
+                            ipr.addr(
+                                "add",
+                                index=inner,
+                                address=str(attachment.address6),
+                                prefixlen=net.subnet6.prefixlen,
+                                flags=IFA_F_NODAD,
+                            )
                         ipr.link("set", index=inner, state="up")
         log.info("links: %d bridges, %d veth pairs", len(self.topology.networks), len(names))
 

@@ -7,7 +7,6 @@ backend's health wait. down() removes by label on every engine, so it works from
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import os
 import threading
@@ -28,11 +27,11 @@ from lab.backends.docker.engine import (
     lab_owner,
     remove_network,
 )
-from lab.backends.docker.lifecycle import DEFAULT_IMAGE, DockerLifecycle
+from lab.backends.docker.lifecycle import DEFAULT_IMAGE, DockerLifecycle, overlaps
 from lab.backends.swarm.engines import engine_urls, ensure_image
 from lab.backends.swarm.nodes import ENGINE_LABEL, SWARM_LABEL, SwarmNodes
 from lab.backends.swarm.placement import place, requested_places
-from lab.model import LabError, Node
+from lab.model import Attachment, LabError, Node
 
 if TYPE_CHECKING:
     from docker.models.networks import Network as DockerNetwork
@@ -64,12 +63,15 @@ class SwarmLifecycle(SwarmNodes, DockerLifecycle):
         self._check_subnets(manager)
         me = lab_owner(self.kept)
         for network in self.topology.networks.values():
+            # A dual-stack network is a dual-stack overlay: enable_ipv6, both subnets.
+            pools = [IPAMPool(subnet=str(subnet)) for subnet in network.subnets]
             manager.networks.create(
                 f"{self.project}_{network.name}",
                 driver="overlay",
                 attachable=True,
                 internal=network.internal,
-                ipam=IPAMConfig(pool_configs=[IPAMPool(subnet=str(network.subnet))]),
+                enable_ipv6=network.dual_stack,
+                ipam=IPAMConfig(pool_configs=pools),
                 labels={PROJECT: self.project, NETWORK: network.name, SWARM_LABEL: "1",
                         OWNER: me},
             )  # fmt: skip
@@ -118,9 +120,7 @@ class SwarmLifecycle(SwarmNodes, DockerLifecycle):
         )
         first = node.attachments[0] if node.attachments else None
         networking = (
-            api.create_networking_config(
-                {nets[0]: api.create_endpoint_config(ipv4_address=str(first.address))}
-            )
+            api.create_networking_config({nets[0]: api.create_endpoint_config(**_addresses(first))})
             if first
             else None
         )
@@ -154,9 +154,7 @@ class SwarmLifecycle(SwarmNodes, DockerLifecycle):
         # that is only created times out on the manager.
         for net, attachment in zip(nets[1:], node.attachments[1:], strict=True):
             try:
-                api.connect_container_to_network(
-                    created["Id"], net, ipv4_address=str(attachment.address)
-                )
+                api.connect_container_to_network(created["Id"], net, **_addresses(attachment))
             except docker.errors.APIError as exc:
                 raise LabError(f"node {node.name}: cannot join {net}: {exc.explanation}") from None
 
@@ -193,16 +191,19 @@ class SwarmLifecycle(SwarmNodes, DockerLifecycle):
     def _overlapping(self, client: docker.DockerClient) -> list[DockerNetwork]:
         """Swarm networks of other labs on the lab's subnets (an engine's local bridges are in
         another address space: a Docker lab on the same engine does not clash)."""
-        ours = [n.subnet for n in self.topology.networks.values()]
         found = []
         for net in client.networks.list(filters={"driver": "overlay"}):
             labels = net.attrs.get("Labels") or {}
             if labels.get(PROJECT) == self.project or net.attrs.get("Scope") != "swarm":
                 continue
-            for config in (net.attrs.get("IPAM") or {}).get("Config") or ():
-                with contextlib.suppress(ValueError):
-                    subnet = ipaddress.ip_network(config.get("Subnet", ""), strict=False)
-                    if subnet.version == 4 and any(subnet.overlaps(o) for o in ours):
-                        found.append(net)
-                        break
+            if overlaps(net, self.topology):
+                found.append(net)
         return found
+
+
+def _addresses(attachment: Attachment) -> dict[str, str]:
+    """The endpoint's static addresses, as the SDK's keywords: IPv4, and IPv6 if any."""
+    addresses = {"ipv4_address": str(attachment.address)}
+    if attachment.address6 is not None:
+        addresses["ipv6_address"] = str(attachment.address6)
+    return addresses
