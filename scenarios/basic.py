@@ -10,6 +10,7 @@ from scenarios.runner import Context, Scenario
 from scenarios.tunnel import TUN, Tunnel
 
 PATTERN = "5ca1ab1e"  # ping payload: if it shows up on the internet segment, the tunnel leaks
+NO_IPV6 = "the lab's gateway has no IPv6 pool (label vpnlab.vpn.pool6) or the LAN no IPv6 subnet"
 
 
 def run(ctx: Context) -> None:
@@ -19,17 +20,35 @@ def run(ctx: Context) -> None:
         step.detail = f"CA, server '{tunnel.gateway.name}', clients {', '.join(tunnel.clients)}"
     client = tunnel.clients[0]
     hosts = {name: str(backend.topology.node(name).address("lan")) for name in tunnel.hosts}
+    # The hosts' IPv6 addresses on the LAN, where the lab is dual-stack and the VPN has a pool6.
+    hosts6 = {
+        name: str(address)
+        for name in tunnel.hosts
+        for address in [backend.topology.node(name).attachment("lan").address6]
+        if address and tunnel.pool6
+    }
 
     with ctx.step("client cannot reach any LAN host before the tunnel") as step:
         for name, address in hosts.items():
             ok, summary = tunnel.ping(client, address, timeout=1)
             assert not ok, f"{name} ({address}) answered without the tunnel: {summary}"
         step.detail = f"{len(hosts)} hosts unreachable"
+    if hosts6:
+        with ctx.step("client has no IPv6 route to the LAN before the tunnel") as step:
+            for name, address in hosts6.items():
+                route = backend.exec(client, ["ip", "-6", "route", "get", address], timeout=10)
+                assert route.returncode != 0, f"{name} ({address}): {route.stdout.strip()}"
+                ok, summary = tunnel.ping(client, address, timeout=1)
+                assert not ok, f"{name} ({address}) answered without the tunnel: {summary}"
+            step.detail = f"{len(hosts6)} IPv6 hosts: no route, no answer"
+    else:
+        ctx.skip("client has no IPv6 route to the LAN before the tunnel", NO_IPV6)
 
     try:
         with ctx.step("VPN server listening on the gateway") as step:
             tunnel.start_server()
-            step.detail = f"{tunnel.server_address}:{tunnel.port}, pool {tunnel.pool}"
+            pool6 = f", pool6 {tunnel.pool6}" if tunnel.pool6 else ""
+            step.detail = f"{tunnel.listen}, pool {tunnel.pool}{pool6}"
         with ctx.step("client connected, tunnel up") as step:
             tunnel.start_client(client)
             status = tunnel.wait_connected(client)
@@ -40,6 +59,14 @@ def run(ctx: Context) -> None:
             route = backend.ensure(client, ["ip", "route", "get", first]).strip()
             assert f"dev {status['tun']}" in route, f"route to {first}: {route}"
             step.detail = route.splitlines()[0]
+        if hosts6:
+            with ctx.step(f"client's IPv6 address and route to the LAN through {TUN}") as step:
+                assert status.get("address6"), f"no IPv6 address in the client's status: {status}"
+                first6 = next(iter(hosts6.values()))
+                route = backend.ensure(client, ["ip", "-6", "route", "get", first6]).strip()
+                assert f"dev {status['tun']}" in route, f"route to {first6}: {route}"
+                step.detail = f"{status['address6']}; {route.splitlines()[0]}"
+                ctx.metric("client_address6", status["address6"])
 
         capture_name = f"basic-{backend.name}"
         with backend.capture(tunnel.network, capture_name) as capture:
@@ -55,11 +82,23 @@ def run(ctx: Context) -> None:
                 ok, summary = tunnel.ping(tunnel.hosts[0], vpn_address, count=2)
                 assert ok, summary
                 step.detail = f"{tunnel.hosts[0]} → {vpn_address}: {summary}"
+            if hosts6:
+                with ctx.step("each LAN host answers IPv6 pings through the tunnel") as step:
+                    for name, address in hosts6.items():
+                        ok, summary = tunnel.ping(client, address, count=3, extra=["-p", PATTERN])
+                        assert ok, f"{name} ({address}): {summary}"
+                    vpn_address6 = status["address6"].split("/")[0]
+                    ok, summary = tunnel.ping(tunnel.hosts[0], vpn_address6, count=2)
+                    assert ok, f"{tunnel.hosts[0]} → {vpn_address6}: {summary}"
+                    step.detail = (
+                        f"{len(hosts6)} hosts × 3 IPv6 pings answered; {tunnel.hosts[0]} reaches "
+                        f"{vpn_address6}"
+                    )
 
         with ctx.step("only TLS crossed the internet segment") as step:
             secrets = {"ping payload": bytes.fromhex(PATTERN) * 4}
-            for name, address in hosts.items():
-                secrets[f"{name}'s address"] = ipaddress.IPv4Address(address).packed
+            for name, address in {**hosts, **hosts6}.items():
+                secrets[f"{name}'s address {address}"] = ipaddress.ip_address(address).packed
             verdict = judge(capture.path, tunnel.port, secrets)
             assert verdict.tls > 0, f"no TLS segments captured ({verdict.packets} packets)"
             assert not verdict.others, f"not tunnelled: {', '.join(verdict.others[:5])}"

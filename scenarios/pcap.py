@@ -56,10 +56,19 @@ def judge(path: Path, port: int, secrets: dict[str, bytes]) -> Verdict:
             verdict.leaks.append(f"{label} ({secret.hex()}) appears in clear")
     for packet in ip_packets(path):
         verdict.packets += 1
-        if not isinstance(packet, dpkt.ip.IP):
-            verdict.protocols[type(packet).__name__] += 1  # ARP, IPv6 neighbour discovery…
+        if isinstance(packet, dpkt.ip.IP):
+            src, dst = socket.inet_ntoa(packet.src), socket.inet_ntoa(packet.dst)
+            protocol = packet.p
+        elif isinstance(packet, dpkt.ip6.IP6):
+            src = socket.inet_ntop(socket.AF_INET6, packet.src)
+            dst = socket.inet_ntop(socket.AF_INET6, packet.dst)
+            protocol = packet.nxt
+            if protocol == ICMP6 and _link_control(packet.data):
+                verdict.protocols["ICMPv6 ND/MLD"] += 1  # the segment's own neighbour discovery
+                continue
+        else:
+            verdict.protocols[type(packet).__name__] += 1  # ARP
             continue
-        src, dst = socket.inet_ntoa(packet.src), socket.inet_ntoa(packet.dst)
         segment = packet.data
         if isinstance(segment, dpkt.tcp.TCP) and port in (segment.sport, segment.dport):
             verdict.tls += 1
@@ -69,10 +78,18 @@ def judge(path: Path, port: int, secrets: dict[str, bytes]) -> Verdict:
             if len(payload) >= 5 and payload[1:3] == b"\x03\x03":
                 verdict.tls_records[payload[0]] += 1
             continue
-        name = {1: "ICMP", 6: "TCP", 17: "UDP"}.get(packet.p, f"proto {packet.p}")
+        name = {1: "ICMP", 6: "TCP", 17: "UDP", ICMP6: "ICMPv6"}.get(protocol, f"proto {protocol}")
         verdict.protocols[name] += 1
         verdict.others.append(f"{name} {src} → {dst}")
     return verdict
 
 
 TLS_APPLICATION_DATA = 23
+ICMP6 = 58
+# Router and neighbour solicitation/advertisement, redirect, MLD: a segment's own control
+# traffic, sent by every IPv6 node on a link; never traffic of the tunnel's users.
+LINK_CONTROL = frozenset({130, 131, 132, 133, 134, 135, 136, 137, 143})
+
+
+def _link_control(message: object) -> bool:
+    return isinstance(message, dpkt.icmp6.ICMP6) and message.type in LINK_CONTROL

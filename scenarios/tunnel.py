@@ -1,8 +1,9 @@
 """The VPN inside a running lab: credentials, server and clients, and what they report.
 
 Everything about where the VPN runs comes from the compose files: the node labelled
-`vpnlab.role: gateway` runs the server, with the pool, pushed networks and port from its
-`vpnlab.vpn.*` labels; nodes labelled `vpnlab.role: client` run clients.
+`vpnlab.role: gateway` runs the server, with the pools (IPv4 and, with `vpnlab.vpn.pool6`,
+IPv6), pushed networks and port from its `vpnlab.vpn.*` labels; nodes labelled
+`vpnlab.role: client` run clients. On a dual-stack lab the server listens on both families.
 """
 
 from __future__ import annotations
@@ -52,8 +53,13 @@ class Tunnel:
             raise LabError(
                 f"gateway {gateway.name}: label {exc} missing in the compose file"
             ) from None
-        self.routes = [str(backend.topology.network(n).subnet) for n in pushed]
+        self.pool6 = labels.get("vpnlab.vpn.pool6", "")
+        networks = [backend.topology.network(n) for n in pushed]
+        self.routes = [str(n.subnet) for n in networks]
+        self.routes6 = [str(n.subnet6) for n in networks if n.subnet6 and self.pool6]
         self.server_address = str(gateway.address(self.network))
+        outer = gateway.attachment(self.network).address6
+        self.server_address6 = str(outer) if outer else None  # the gateway's outer IPv6
         self.clients = [n.name for n in nodes_with_role(backend, "client")]
         self.hosts = [n.name for n in nodes_with_role(backend, "host")]
         self.processes: dict[str, Process] = {}
@@ -61,7 +67,7 @@ class Tunnel:
         self.pki = pki.lab_pki(
             backend.workdir / "pki",
             server_name=gateway.name,
-            server_sans=(self.server_address,),
+            server_sans=tuple(a for a in (self.server_address, self.server_address6) if a),
             clients=tuple(self.clients),
         )
 
@@ -72,7 +78,8 @@ class Tunnel:
     def server_argv(
         self, *extra: str, server_cert: str = "server", metrics: bool = False
     ) -> list[str]:
-        routes = [arg for r in self.routes for arg in ("--route", r)]
+        routes = [arg for r in (*self.routes, *self.routes6) for arg in ("--route", r)]
+        routes += ["--pool6", self.pool6] if self.pool6 else []
         routes += ["--metrics", METRICS] if metrics else []
         mtu = tunnel_mtu(self.backend)
         sized = ["--mtu", str(mtu)] if mtu != ServerConfig.mtu else []
@@ -80,19 +87,34 @@ class Tunnel:
             *self.backend.vpn_argv(), "server",
             "--ca", self.path("ca"), "--crl", self.path("crl"),
             "--cert", self.path(server_cert), "--key", self.path(f"{server_cert}.key"),
-            "--listen", f"0.0.0.0:{self.port}", "--pool", self.pool, *routes,
+            "--listen", self.listen, "--pool", self.pool, *routes,
             "--tun", TUN, "--keepalive", "2", "--dead-peer", "6", *sized,
             *extra,
         ]  # fmt: skip
 
-    def client_argv(self, cert: str, *extra: str, ca: str = "ca") -> list[str]:
+    @property
+    def listen(self) -> str:
+        """Both families where the gateway's outer network is dual-stack, else IPv4's."""
+        return f"[::]:{self.port}" if self.server_address6 else f"0.0.0.0:{self.port}"
+
+    def endpoint(self, *, ipv6: bool = False) -> str:
+        """The server as a client's --server: its outer IPv4 address, or IPv6 in brackets."""
+        if not ipv6:
+            return f"{self.server_address}:{self.port}"
+        if self.server_address6 is None:
+            raise LabError(f"network {self.network} has no IPv6 subnet: no IPv6 outer address")
+        return f"[{self.server_address6}]:{self.port}"
+
+    def client_argv(
+        self, cert: str, *extra: str, ca: str = "ca", outer6: bool = False
+    ) -> list[str]:
         directory = self.pki["rogue_dir"] if cert.startswith("rogue") else self.pki["dir"]
         cert_path = self.backend.node_path(Path(directory) / f"{cert}.crt")
         key_path = self.backend.node_path(Path(directory) / f"{cert}.key")
         return [
             *self.backend.vpn_argv(), "client",
             "--ca", self.path(ca), "--cert", cert_path, "--key", key_path,
-            "--server", f"{self.server_address}:{self.port}", "--server-name", self.gateway.name,
+            "--server", self.endpoint(ipv6=outer6), "--server-name", self.gateway.name,
             "--tun", TUN, "--reconnect-min", "0.3", "--reconnect-max", "2",
             *extra,
         ]  # fmt: skip
@@ -113,11 +135,17 @@ class Tunnel:
         return process
 
     def start_client(
-        self, node: str, *extra: str, cert: str | None = None, name: str | None = None
+        self,
+        node: str,
+        *extra: str,
+        cert: str | None = None,
+        name: str | None = None,
+        outer6: bool = False,
     ) -> Process:
         name = name or f"vpn-{node}"
         self.private_resolver(node)
-        process = self.backend.spawn(node, self.client_argv(cert or node, *extra), name=name)
+        argv = self.client_argv(cert or node, *extra, outer6=outer6)
+        process = self.backend.spawn(node, argv, name=name)
         self.processes[name] = process
         return process
 
