@@ -23,6 +23,8 @@ class Verdict:
     protocols: Counter[str] = field(default_factory=Counter)
     others: list[str] = field(default_factory=list)  # IP packets that are not the tunnel
     leaks: list[str] = field(default_factory=list)  # secrets seen in clear
+    families: Counter[int] = field(default_factory=Counter)  # IP version → users' packets
+    tls_families: Counter[int] = field(default_factory=Counter)  # IP version → tunnel segments
 
     @property
     def only_tunnel(self) -> bool:
@@ -58,20 +60,22 @@ def judge(path: Path, port: int, secrets: dict[str, bytes]) -> Verdict:
         verdict.packets += 1
         if isinstance(packet, dpkt.ip.IP):
             src, dst = socket.inet_ntoa(packet.src), socket.inet_ntoa(packet.dst)
-            protocol = packet.p
+            protocol, version = packet.p, 4
         elif isinstance(packet, dpkt.ip6.IP6):
             src = socket.inet_ntop(socket.AF_INET6, packet.src)
             dst = socket.inet_ntop(socket.AF_INET6, packet.dst)
-            protocol = packet.nxt
+            protocol, version = packet.nxt, 6
             if protocol == ICMP6 and _link_control(packet.data):
                 verdict.protocols["ICMPv6 ND/MLD"] += 1  # the segment's own neighbour discovery
                 continue
         else:
             verdict.protocols[type(packet).__name__] += 1  # ARP
             continue
+        verdict.families[version] += 1  # what the segment's users sent: link control left out
         segment = packet.data
         if isinstance(segment, dpkt.tcp.TCP) and port in (segment.sport, segment.dport):
             verdict.tls += 1
+            verdict.tls_families[version] += 1
             verdict.protocols["TLS/TCP"] += 1
             payload = bytes(segment.data)
             verdict.tls_payload_bytes += len(payload)

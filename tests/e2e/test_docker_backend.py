@@ -103,6 +103,18 @@ def test_client_reaches_the_gateway_but_not_the_lan(lab: DockerBackend) -> None:
     assert _ping(lab, "host1", client, count=2) != 0, "the LAN reaches the client without a VPN"
 
 
+def test_no_node_has_an_ipv6_route_off_its_internal_networks(lab: DockerBackend) -> None:
+    """Docker routes IPv6 by default to an internal network's bridge, which forwards nothing;
+    the backend removes that route, so that no IPv6 address outside the lab looks reachable
+    (the IPv4 side has none either, nor has the namespace backend)."""
+    host1 = str(lab.topology.node("host1").attachment("lan").address6)
+    for node in lab.topology.nodes:
+        default = lab.exec(node, ["ip", "-6", "route", "show", "default"]).stdout.strip()
+        assert default == "", f"{node}: {default}"
+    route = lab.exec("client", ["ip", "-6", "route", "get", host1])
+    assert route.returncode != 0, f"the client has an IPv6 route to the LAN: {route.stdout}"
+
+
 def test_lan_hosts_return_the_vpn_pool_to_the_gateway(lab: DockerBackend) -> None:
     gateway = lab.topology.node("gateway")
     pool = gateway.labels["vpnlab.vpn.pool"]

@@ -27,6 +27,7 @@ from vpn.iface.undo import GONE, UndoStack
 
 _IFF_UP = 0x1
 IFA_F_NODAD = 0x02
+READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)  # /proc/sys in a container
 ADDR_GEN_MODE_NONE = 1  # no link-local address: the kernel sends nothing of its own (RS, MLD)
 
 
@@ -349,10 +350,42 @@ class NetConf:
                 f"{ifname} has no IPv6 on this host (no net.ipv6.conf.{ifname}): boot with IPv6 "
                 "or leave out --pool6 on the gateway"
             )
-        if sysctl_path(f"{base}/addr_gen_mode").exists():
-            self.set_sysctl(f"{base}/addr_gen_mode", ADDR_GEN_MODE_NONE)
-        self.set_sysctl(f"{base}/accept_ra", 0)
+        self.no_link_local(ifname)
+        try:
+            self.set_sysctl(f"{base}/accept_ra", 0)
+        except NetConfError as err:
+            if err.code not in READ_ONLY:
+                raise
+            # A container's /proc/sys is read-only. Harmless here: the peer at the tunnel's far
+            # end is the only sender on it, and it sends no router advertisement.
+            event(logging.DEBUG, "netconf.ipv6", dev=ifname, result="accept_ra left as it is")
+        # Inherited from net.ipv6.conf.default.disable_ipv6 (0 in a dual-stack container);
+        # set_sysctl writes nothing when the value is already right.
         self.set_sysctl(f"{base}/disable_ipv6", 0)
+
+    def no_link_local(self, ifname: str) -> None:
+        """No link-local address on `ifname` (addr_gen_mode none): with no address of its own
+        the kernel sends nothing of IPv6's own on it. Set through netlink, so that it works where
+        /proc/sys is read-only (a container); close() restores the old mode."""
+        index = self.link_index(ifname)
+        mode_file = sysctl_path(f"net/ipv6/conf/{ifname}/addr_gen_mode")
+        if not mode_file.exists():
+            return  # no IPv6 on this device: nothing to quiet
+        old = int(mode_file.read_text())
+        if old == ADDR_GEN_MODE_NONE:
+            return
+
+        def set_mode(mode: int) -> None:
+            spec = {"attrs": [["AF_INET6", {"attrs": [["IFLA_INET6_ADDR_GEN_MODE", mode]]}]]}
+            self._ipr.link("set", index=index, IFLA_AF_SPEC=spec)
+
+        try:
+            set_mode(ADDR_GEN_MODE_NONE)
+        except NetlinkError as err:
+            raise NetConfError(
+                f"set addr_gen_mode none on {ifname}: {strerror(err)}" + perm_hint(err), err.code
+            ) from err
+        self._undo.push(f"addr_gen_mode {ifname}={old}", lambda: set_mode(old))
 
     def disable_ipv6(self, ifname: str) -> bool:
         """Turn IPv6 off on `ifname`, so router solicitations do not leak into the tunnel.
@@ -363,5 +396,12 @@ class NetConf:
         if not sysctl_path(key).exists():
             event(logging.DEBUG, "netconf.ipv6", dev=ifname, result="no ipv6 here")
             return False
-        self.set_sysctl(key, 1)
+        try:
+            self.set_sysctl(key, 1)
+        except NetConfError as err:
+            if err.code not in READ_ONLY:
+                raise
+            # /proc/sys is read-only (a container): IPv6 stays on, but with no address.
+            self.no_link_local(ifname)
+            event(logging.DEBUG, "netconf.ipv6", dev=ifname, result="no link-local address")
         return True

@@ -39,6 +39,10 @@ def write_sysctl(key: str, new: str) -> None:
         dotted = str(path.relative_to(SYSCTL_ROOT)).replace("/", ".")
         hint = ""
         if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            parts = dotted.split(".")
+            if len(parts) == 5 and parts[:3] == ["net", "ipv6", "conf"] and parts[3] != "all":
+                # A device made after the container started takes its settings from default.
+                dotted = ".".join([*parts[:3], "default", parts[4]])
             hint = (
                 f" — /proc/sys is read-only or needs root here; for a container set it at "
                 f"start: docker run --sysctl {dotted}={new} (compose: sysctls:)"

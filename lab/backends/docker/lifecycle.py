@@ -73,7 +73,38 @@ class DockerLifecycle(DockerNodes):
                 f"`compose up` for {self.project} failed (exit {done.returncode}):\n{tail(output)}"
             )
         iptables.accept_within_bridges(self.project, map(self.bridge, self.topology.networks))
+        self._drop_dead_end_default_routes()
         self._wait_healthy()
+
+    def _drop_dead_end_default_routes(self) -> None:
+        """Remove the IPv6 default route Docker gives a container on an internal network.
+
+        It points at the bridge, which forwards nothing (the network is internal), yet it makes
+        every IPv6 destination look routed; IPv4 gets none, and the namespace backend adds none.
+        """
+        internal6 = [n.subnet6 for n in self.topology.networks.values() if n.internal and n.subnet6]
+        if not internal6:
+            return
+
+        def drop(node: str) -> None:
+            shown = self.exec(node, ["ip", "-6", "-o", "route", "show", "default"], timeout=10)
+            for line in shown.stdout.splitlines():
+                words = line.split()
+                if "via" not in words:
+                    continue
+                via = ipaddress.ip_address(words[words.index("via") + 1])
+                if any(via in subnet for subnet in internal6):
+                    gone = self.exec(node, ["ip", "-6", "route", "del", "default", "via", str(via)])
+                    if gone.returncode != 0:
+                        print(
+                            f"vpnlab: {node} keeps Docker's IPv6 default route via {via} (no "
+                            f"NET_ADMIN?): {gone.stderr.strip()}",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            list(pool.map(drop, self.topology.nodes))
 
     def down(self) -> None:
         try:
