@@ -87,8 +87,10 @@ def ping(
     count: int = PING_COUNT,
     interval: float = PING_INTERVAL,
 ) -> list[float]:
-    """RTTs of `count` echo requests; fails when fewer than half are answered."""
-    argv = ["ping", "-n", "-c", str(count), "-i", f"{interval:g}", "-W", "1", address]
+    """RTTs of `count` echo requests (ping -6 to an IPv6 address); fails when fewer than half
+    are answered."""
+    family = ["-6"] if ":" in address else []
+    argv = ["ping", *family, "-n", "-c", str(count), "-i", f"{interval:g}", "-W", "1", address]
     result = backend.exec(node, argv, timeout=count * interval + 15)
     rtts = parse_ping(result.stdout)
     if len(rtts) < count / 2:
@@ -148,7 +150,8 @@ def transfer(
     pids: list[int],
     ping_target: str | None = None,
 ) -> Transfer:
-    """iperf3 TCP from node to server (or back with reverse), with pings during the run.
+    """iperf3 TCP from node to server (or back with reverse), with pings during the run; over
+    IPv6 (-6) when server is an IPv6 address.
 
     CPU of `pids` is sampled right before and right after; the pings start once TCP has left
     slow start, so they see the queues a saturated path builds (latency under load). A run
@@ -156,6 +159,8 @@ def transfer(
     connection reset) is redone, up to ATTEMPTS times.
     """
     argv = ["iperf3", "-c", server, "-p", str(IPERF_PORT), "-J", "-t", f"{seconds:g}"]
+    if ":" in server:
+        argv.append("-6")  # an IPv6 address: the test over IPv6
     argv += ["--connect-timeout", "3000"]
     if reverse:
         argv.append("-R")

@@ -5,6 +5,8 @@ LAN host, through the gateway); only what sits in between changes:
 
 - plain: routing, no VPN (the ceiling): a route on each end via the gateway, for this path only;
 - vpn: this VPN, started as the lab starts it (`scenarios.tunnel.Tunnel`);
+- vpn-v6: the same VPN, IPv6 inside the tunnel over IPv6 outside: the client connects to the
+  gateway's IPv6 address, and the traffic goes to the LAN host's IPv6 address;
 - openvpn-tcp, openvpn-udp: OpenVPN 2.6 with the same CA, TLS 1.3 and AES-256-GCM.
 """
 
@@ -20,7 +22,7 @@ from bench.measure import BenchError, find_pids, ping
 from lab.backends.base import Backend, Process
 from scenarios.tunnel import Tunnel, nodes_with_role
 
-PATHS = ("plain", "vpn", "openvpn-tcp", "openvpn-udp")
+PATHS = ("plain", "vpn", "vpn-v6", "openvpn-tcp", "openvpn-udp")
 
 
 @dataclass
@@ -31,6 +33,7 @@ class Site:
     gateway: str
     host: str
     host_address: str
+    host_address6: str | None  # the host's IPv6 address on the LAN, where it has one
     internet: str  # the client's network (subnet)
     lan: str  # the hosts' network (subnet)
     gateway_internet: str
@@ -49,6 +52,7 @@ class Site:
             gateway=gateway.name,
             host=host.name,
             host_address=str(host.address(lan)),
+            host_address6=str(host.attachment(lan).address6 or "") or None,
             internet=str(topology.network(internet).subnet),
             lan=str(topology.network(lan).subnet),
             gateway_internet=str(gateway.address(internet)),
@@ -63,6 +67,7 @@ class Running:
     name: str
     pids: list[int] = field(default_factory=list)
     details: dict[str, str] = field(default_factory=dict)
+    target: str | None = None  # the address measured to; None: the host's IPv4 address
 
 
 @contextlib.contextmanager
@@ -75,9 +80,9 @@ def _route(backend: Backend, node: str, network: str, via: str) -> Iterator[None
         backend.exec(node, ["ip", "route", "del", network, "via", via])
 
 
-def _check_reachable(backend: Backend, site: Site, path: str) -> None:
+def _check_reachable(backend: Backend, site: Site, path: str, target: str | None = None) -> None:
     try:
-        ping(backend, site.client, site.host_address, count=3, interval=0.2)
+        ping(backend, site.client, target or site.host_address, count=3, interval=0.2)
     except BenchError as exc:
         raise BenchError(f"path {path}: the client cannot reach {site.host}: {exc}") from None
 
@@ -94,18 +99,44 @@ def plain(backend: Backend, site: Site, tunnel: Tunnel) -> Iterator[Running]:
 
 @contextlib.contextmanager
 def vpn(backend: Backend, site: Site, tunnel: Tunnel) -> Iterator[Running]:
+    with _vpn(backend, site, tunnel, ipv6=False) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def vpn6(backend: Backend, site: Site, tunnel: Tunnel) -> Iterator[Running]:
+    if not (tunnel.pool6 and tunnel.server_address6 and site.host_address6):
+        raise BenchError(
+            "path vpn-v6: the lab needs an IPv6 pool on the gateway (label vpnlab.vpn.pool6), "
+            "an IPv6 address on the gateway's outer network and on the LAN host"
+        )
+    with _vpn(backend, site, tunnel, ipv6=True) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def _vpn(backend: Backend, site: Site, tunnel: Tunnel, *, ipv6: bool) -> Iterator[Running]:
+    """The VPN's server and client; with ipv6, the client connects to the gateway's IPv6
+    address and the path is measured to the LAN host's IPv6 address."""
+    name = "vpn-v6" if ipv6 else "vpn"
+    target = site.host_address6 if ipv6 else site.host_address
     try:
         tunnel.start_server()
-        tunnel.start_client(site.client)
+        tunnel.start_client(site.client, outer6=ipv6)
         status = tunnel.wait_connected(site.client)
-        _check_reachable(backend, site, "vpn")
+        if ipv6 and not status.get("address6"):
+            raise BenchError(f"path {name}: the client got no IPv6 address: {status}")
+        _check_reachable(backend, site, name, target)
         server = find_pids(backend, site.gateway, "-m", "vpn", "server")
         client = find_pids(backend, site.client, "-m", "vpn", "client")
         if len(server) != 1 or len(client) != 1:
             raise BenchError(
                 f"expected one VPN server and one client process, found {server} and {client}"
             )
-        yield Running("vpn", server + client, {"address": status["address"]})
+        details = {"address": status["address"]}
+        if ipv6:
+            details.update(address6=status["address6"], server=tunnel.endpoint(ipv6=True))
+        yield Running(name, server + client, details, target=target)
     finally:
         tunnel.stop_all()
 
@@ -160,6 +191,7 @@ def _openvpn(proto: str) -> Callable[..., contextlib.AbstractContextManager[Runn
 SETUPS: dict[str, Callable[..., contextlib.AbstractContextManager[Running]]] = {
     "plain": plain,
     "vpn": vpn,
+    "vpn-v6": vpn6,
     "openvpn-tcp": _openvpn("tcp"),
     "openvpn-udp": _openvpn("udp"),
 }

@@ -9,6 +9,7 @@ from typing import Any
 LABELS = {
     "plain": "plain routing (no VPN)",
     "vpn": "vpnlab",
+    "vpn-v6": "vpnlab IPv6 (inside and outside)",
     "openvpn-tcp": "OpenVPN 2.6 TCP",
     "openvpn-udp": "OpenVPN 2.6 UDP",
 }
@@ -34,17 +35,26 @@ def table(results: dict[str, Any]) -> str:
 
 
 def ratio_lines(results: dict[str, Any]) -> str:
+    """Throughput ratios: vpnlab ÷ each other path, then (if measured) vpnlab IPv6 ÷ each."""
     ratios = results["ratios"]
     if not ratios:
         return ""
-    lines = ["| vpnlab ÷ | fwd | rev |", "|---|---:|---:|"]
-    for other in ("openvpn_tcp", "openvpn_udp", "plain"):
-        fwd, rev = ratios.get(f"vpn_over_{other}_fwd"), ratios.get(f"vpn_over_{other}_rev")
-        if fwd is None and rev is None:
-            continue
-        name = LABELS.get(other.replace("_", "-"), other)
-        lines.append(f"| {name} | {_cell(fwd, 2)}× | {_cell(rev, 2)}× |")
-    return "\n".join(lines)
+    blocks = []
+    for mine, others in (
+        ("vpn", ("openvpn_tcp", "openvpn_udp", "plain")),
+        ("vpn_v6", ("vpn", "openvpn_tcp", "openvpn_udp", "plain")),
+    ):
+        lines = [f"| {LABELS[mine.replace('_', '-')]} ÷ | fwd | rev |", "|---|---:|---:|"]
+        for other in others:
+            fwd = ratios.get(f"{mine}_over_{other}_fwd")
+            rev = ratios.get(f"{mine}_over_{other}_rev")
+            if fwd is None and rev is None:
+                continue
+            name = LABELS.get(other.replace("_", "-"), other)
+            lines.append(f"| {name} | {_cell(fwd, 2)}× | {_cell(rev, 2)}× |")
+        if len(lines) > 2:
+            blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
 
 
 def targets(results: dict[str, Any]) -> list[tuple[str, bool | None, str]]:
@@ -98,7 +108,10 @@ def chart(results: dict[str, Any], path: Path) -> None:
 
     paths = results["paths"]
     names = list(paths)
-    labels = [LABELS.get(n, n).replace(" (no VPN)", "\n(no VPN)") for n in names]
+    labels = [
+        LABELS.get(n, n).replace(" (no VPN)", "\n(no VPN)").replace(" (inside", "\n(inside")
+        for n in names
+    ]
     x = range(len(names))
     width = 0.38
 

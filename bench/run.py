@@ -1,8 +1,8 @@
 """One benchmark run: the lab up once, every path measured in turn, R times; medians kept.
 
-Paths are measured in the same run and interleaved (plain, vpn, openvpn-tcp, openvpn-udp, then
-again), so drift in the machine's load hits all of them alike; ratios are taken within each
-repetition, then their median is reported.
+Paths are measured in the same run and interleaved (plain, vpn, vpn-v6, openvpn-tcp,
+openvpn-udp, then again), so drift in the machine's load hits all of them alike; ratios are
+taken within each repetition, then their median is reported.
 """
 
 from __future__ import annotations
@@ -45,17 +45,18 @@ class Settings:
 
 def measure_path(backend: Backend, site: Site, running: Running, seconds: float) -> dict[str, Any]:
     """Idle RTT, then iperf3 forward and reverse, each with pings under load and CPU sampled."""
-    idle = ping(backend, site.client, site.host_address)
+    target = running.target or site.host_address
+    idle = ping(backend, site.client, target)
     runs = {}
     for direction, reverse in (("fwd", False), ("rev", True)):
         runs[direction] = transfer(
             backend,
             site.client,
-            site.host_address,
+            target,
             seconds,
             reverse=reverse,
             pids=running.pids,
-            ping_target=site.host_address,
+            ping_target=target,
         )
     fwd, rev = runs["fwd"], runs["rev"]
     loaded = fwd.loaded_rtts_ms + rev.loaded_rtts_ms
@@ -89,26 +90,38 @@ def _p95(values: list[float]) -> float | None:
     return statistics.quantiles(values, n=20, method="inclusive")[-1]
 
 
+# Each of this VPN's paths ÷ the paths it is compared with: vpn over IPv4 with the others,
+# vpn-v6 with the same and with vpn itself (what IPv6 inside and outside costs).
+COMPARED = {
+    "vpn": ("openvpn-tcp", "openvpn-udp", "plain"),
+    "vpn-v6": ("vpn", "openvpn-tcp", "openvpn-udp", "plain"),
+}
+
+
 def ratios(paths: dict[str, dict[str, Any]]) -> dict[str, float]:
-    """vpn ÷ each other path, per direction (throughput: higher is better for vpn)."""
+    """vpn (and vpn-v6) ÷ each other path, per direction (throughput: higher is better for
+    vpn); keys like vpn_over_plain_fwd, vpn_v6_over_vpn_rtt."""
     out: dict[str, float] = {}
-    vpn = paths.get("vpn")
-    if vpn is None:
-        return out
-    for other in ("openvpn-tcp", "openvpn-udp", "plain"):
-        if other not in paths:
+    for name, others in COMPARED.items():
+        mine = paths.get(name)
+        if mine is None:
             continue
-        key = other.replace("-", "_")
-        for direction in ("fwd", "rev"):
-            theirs = paths[other][f"{direction}_mbps"]
-            if theirs:
-                value = vpn[f"{direction}_mbps"] / theirs
-                out[f"vpn_over_{key}_{direction}"] = round(value, 3)
-        if other != "plain":
-            for metric in ("rtt", "rtt_loaded"):
-                theirs = paths[other][f"{metric}_ms"]
-                if theirs and vpn[f"{metric}_ms"] is not None:
-                    out[f"vpn_over_{key}_{metric}"] = round(vpn[f"{metric}_ms"] / theirs, 3)
+        prefix = name.replace("-", "_")
+        for other in others:
+            if other not in paths:
+                continue
+            key = other.replace("-", "_")
+            for direction in ("fwd", "rev"):
+                theirs = paths[other][f"{direction}_mbps"]
+                if theirs:
+                    value = mine[f"{direction}_mbps"] / theirs
+                    out[f"{prefix}_over_{key}_{direction}"] = round(value, 3)
+            if other != "plain":
+                for metric in ("rtt", "rtt_loaded"):
+                    theirs = paths[other][f"{metric}_ms"]
+                    if theirs and mine[f"{metric}_ms"] is not None:
+                        value = mine[f"{metric}_ms"] / theirs
+                        out[f"{prefix}_over_{key}_{metric}"] = round(value, 3)
     return out
 
 
@@ -202,7 +215,7 @@ def run(settings: Settings, progress: Progress = print) -> dict[str, Any]:
                 for name in settings.paths:
                     progress(f"repetition {index + 1}/{settings.repeat}: {name}")
                     with SETUPS[name](backend, site, tunnel) as running:
-                        if name == "vpn":
+                        if name == "vpn" or (name == "vpn-v6" and "vpn_offload" not in info):
                             info["vpn_offload"] = _offload(backend, tunnel)
                         measured[name] = measure_path(backend, site, running, settings.seconds)
                     progress(_one_line(name, measured[name]))

@@ -30,7 +30,7 @@ pytestmark = [
 def test_bench_runs_every_path_and_reports_positive_numbers(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    paths = ["plain", "vpn"]
+    paths = ["plain", "vpn", "vpn-v6"]  # in bench.paths.PATHS' order, as bench.json has them
     if shutil.which("openvpn"):
         paths += ["openvpn-tcp", "openvpn-udp"]
     output, chart = tmp_path / "bench.json", tmp_path / "bench.png"
@@ -53,6 +53,8 @@ def test_bench_runs_every_path_and_reports_positive_numbers(
     ratios = data["ratios"]
     for direction in ("fwd", "rev"):
         assert ratios[f"vpn_over_plain_{direction}"] > 0
+        assert ratios[f"vpn_v6_over_vpn_{direction}"] > 0
+        assert ratios[f"vpn_v6_over_plain_{direction}"] > 0
         if "openvpn-tcp" in paths:
             assert ratios[f"vpn_over_openvpn_tcp_{direction}"] > 0
             assert ratios[f"vpn_over_openvpn_udp_{direction}"] > 0
@@ -60,6 +62,9 @@ def test_bench_runs_every_path_and_reports_positive_numbers(
     assert data["machine"]["cores"] >= 1 and data["machine"]["kernel"]
     assert data["machine"].get("vpn_offload") in (True, False)
     assert "| vpnlab |" in printed  # the table on the terminal
+    assert "| vpnlab IPv6 (inside and outside) |" in printed
+    details = data["repetitions"][0]["paths"]["vpn-v6"]["details"]
+    assert details["address6"] and details["server"].startswith("["), details  # IPv6 both ways
     try:
         import matplotlib  # noqa: F401
     except ImportError:
