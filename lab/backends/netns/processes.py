@@ -108,7 +108,8 @@ def terminate(pids: list[int], timeout: float, reap: Callable[[], None]) -> None
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-        deadline = time.monotonic() + timeout
+        # A SIGKILLed process cannot refuse, only be slow to go on a loaded machine: wait longer.
+        deadline = time.monotonic() + (timeout if sig == signal.SIGTERM else max(timeout, 10))
         while True:
             reap()
             pids = [p for p in pids if alive(p)]
