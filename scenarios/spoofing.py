@@ -110,7 +110,7 @@ def run(ctx: Context) -> None:
             ctx.metric("dropped_spoofed", after - before)
             ctx.metric("delivered_genuine", len(got))
 
-        send6 = f"{client} sends IPv6 datagrams to [{target6}]:{PORT}"
+        send6 = f"{client} sends IPv6 datagrams to {host}:{PORT}"
         genuine6 = f"only the genuine IPv6 datagram reached {host}"
         counted6 = "the gateway dropped and counted exactly the forged IPv6 ones"
         if not (own6 and target6 and other6):
