@@ -69,7 +69,11 @@ def test_lab_yml_declares_the_lab() -> None:
     assert gateway.networks == ("internet", "lan")
     assert gateway.address("internet") == ip("10.9.0.11")
     assert gateway.address("lan") == ip("192.168.60.11")
-    assert gateway.sysctls == {"net.ipv4.ip_forward": "1", "net.ipv6.conf.all.forwarding": "1"}
+    assert gateway.sysctls == {
+        "net.ipv4.ip_forward": "1",
+        "net.ipv6.conf.all.forwarding": "1",
+        "net.ipv6.conf.default.disable_ipv6": "0",  # IPv6 allowed on tun0, made later
+    }
     for name, last in (("host1", 5), ("host2", 6), ("host3", 7)):
         host = topo.node(name)
         assert host.networks == ("lan",)
