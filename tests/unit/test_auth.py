@@ -23,8 +23,14 @@ from vpn.credentials import passwords
 from vpn.credentials.passwords import PasswordFile, hash_password, verify_password
 from vpn.errors import AuthError
 
+# The format, set/remove and `vpn passwd` tests hash at a tiny scrypt cost; the few marked
+# real_scrypt check the production parameters and the timing of a refusal.
+pytestmark = pytest.mark.usefixtures("cheap_scrypt")
 
+
+@pytest.mark.real_scrypt
 def test_hash_has_the_documented_form_and_verifies() -> None:
+    assert (passwords.SCRYPT_N, passwords.SCRYPT_R, passwords.SCRYPT_P) == (2**17, 8, 1)
     encoded = hash_password("correct horse")
     scheme, n, r, p, salt, digest = encoded.split("$")
     assert (scheme, n, r, p) == ("scrypt", str(2**17), "8", "1")
@@ -74,6 +80,7 @@ def test_check_accepts_right_and_refuses_wrong_or_unknown(pwfile: Path) -> None:
     assert not users.check("", "")
 
 
+@pytest.mark.real_scrypt
 def test_unknown_user_costs_as_much_as_a_known_one(pwfile: Path) -> None:
     """An attacker must not learn which names exist from how fast a refusal comes."""
     users = PasswordFile.load(pwfile)
@@ -228,6 +235,7 @@ def passwd_on_terminal(path: Path, user: str, answers: list[str]) -> tuple[int, 
     return os.waitstatus_to_exitcode(status), shown.decode(errors="replace")
 
 
+@pytest.mark.real_scrypt  # the child process hashes at the production cost
 def test_passwd_command_asks_twice_on_the_terminal(tmp_path: Path) -> None:
     path = tmp_path / "passwd"
     status, shown = passwd_on_terminal(path, "alice", ["first-try", "second-try"])
