@@ -55,10 +55,10 @@ def test_mermaid_graph_is_exact() -> None:
         '  net_lan_a(["lan-a 10.1.0.0/24"])\n'
         '  net_wan(["wan 192.0.2.0/24"])\n'
         '  node_gw_1["gw.1 (gateway)"]\n'
-        "  node_gw_1 ---|10.1.0.1| net_lan_a\n"
-        "  node_gw_1 ---|192.0.2.1| net_wan\n"
+        '  node_gw_1 ---|"10.1.0.1"| net_lan_a\n'
+        '  node_gw_1 ---|"192.0.2.1"| net_wan\n'
         '  node_host["host"]\n'
-        "  node_host ---|192.0.2.9| net_wan\n"
+        '  node_host ---|"192.0.2.9"| net_wan\n'
     )
 
 
