@@ -7,10 +7,9 @@ import ipaddress
 
 from scenarios.pcap import TLS_APPLICATION_DATA, judge
 from scenarios.runner import Context, Scenario
-from scenarios.tunnel import TUN, Tunnel
+from scenarios.tunnel import NO_IPV6, TUN, Tunnel
 
 PATTERN = "5ca1ab1e"  # ping payload: if it shows up on the internet segment, the tunnel leaks
-NO_IPV6 = "the lab's gateway has no IPv6 pool (label vpnlab.vpn.pool6) or the LAN no IPv6 subnet"
 
 
 def run(ctx: Context) -> None:

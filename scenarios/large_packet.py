@@ -25,7 +25,7 @@ from scenarios.lab_faults import Up, finish, last_json, program, tunnel_up, vpn_
 from scenarios.pcap import ip_packets
 from scenarios.probes import ping
 from scenarios.runner import Context, Result, Scenario, StepFailed
-from scenarios.tunnel import TUN, Tunnel
+from scenarios.tunnel import NO_IPV6, TUN, Tunnel
 
 PING_SIZE = 3000
 DATAGRAM_SIZE = 8000
@@ -34,7 +34,6 @@ ICMP, UDP = 1, 17
 ICMPV6, FRAGMENT6 = 58, 44  # next header: ICMPv6, IPv6's Fragment header
 HEADERS6 = 48  # IPv6 + ICMPv6
 PATTERN = "1a79e5ca"  # ping -p: a corrupted byte shows as "wrong data byte"
-NO_IPV6 = "the lab's gateway has no IPv6 pool (label vpnlab.vpn.pool6) or the LAN no IPv6 subnet"
 
 # `receive HOST PORT`: take one datagram, send it back, report it. `send HOST PORT FILE`: send
 # FILE's bytes as one datagram and report the echo. An IPv6 HOST makes it an IPv6 socket.

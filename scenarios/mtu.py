@@ -12,7 +12,7 @@ import re
 from scenarios.lab_faults import Up, address, stream, tunnel_up, vpn_address
 from scenarios.probes import ping
 from scenarios.runner import Context, Result, Scenario
-from scenarios.tunnel import TUN
+from scenarios.tunnel import NO_IPV6, TUN
 
 SIZES = (1400, 1472)  # ICMP payloads: 1428 and 1500 bytes on the wire, both above the tun's MTU
 HEADERS = 28  # IPv4 + ICMP
@@ -22,7 +22,6 @@ HEADERS6 = 48  # IPv6 + ICMPv6
 IPV6_MIN_MTU = 1280  # RFC 8200 §5: every link carries 1280 bytes
 TOO_LONG6 = r"message too long, mtu: ?(\d+)"  # ping -6's words for EMSGSIZE
 TOO_BIG6 = r"From (\S+) icmp_seq=1 Packet too big: mtu=(\d+)"
-NO_IPV6 = "the lab's gateway has no IPv6 pool (label vpnlab.vpn.pool6) or the LAN no IPv6 subnet"
 TRANSFER = 5 * 1024 * 1024  # bytes of TCP each way
 
 

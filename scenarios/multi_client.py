@@ -10,9 +10,7 @@ import ipaddress
 
 from scenarios.lab_checks import lan_address
 from scenarios.runner import Context, Result, Scenario
-from scenarios.tunnel import Tunnel
-
-NO_IPV6 = "the lab's gateway has no IPv6 pool (label vpnlab.vpn.pool6) or the LAN no IPv6 subnet"
+from scenarios.tunnel import NO_IPV6, Tunnel
 
 
 def run(ctx: Context) -> None:

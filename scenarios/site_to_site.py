@@ -16,12 +16,11 @@ from scenarios.lab_faults import address, connect
 from scenarios.pcap import judge
 from scenarios.probes import ping
 from scenarios.runner import Context, Result, Scenario
-from scenarios.tunnel import Tunnel, nodes_with_role
+from scenarios.tunnel import NO_IPV6, Tunnel, nodes_with_role
 from vpn.credentials import pki
 
 PATTERN = "517e2517e2"  # ping payload: seen on the internet segment only if the tunnel leaks
 OUTSIDE6 = "2001:db8::53"  # documentation prefix: in no subnet of the lab, the router's or any
-NO_IPV6 = "the lab's gateway has no IPv6 pool (label vpnlab.vpn.pool6) or site2 no IPv6 subnet"
 
 
 def run(ctx: Context) -> None:

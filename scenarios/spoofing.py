@@ -16,12 +16,11 @@ import dpkt
 from scenarios.lab_checks import ip_sources, lan_address, program_argv, run_json, wait_until
 from scenarios.pcap import frames
 from scenarios.runner import Context, Result, Scenario
-from scenarios.tunnel import Tunnel
+from scenarios.tunnel import NO_IPV6, Tunnel
 
 PORT = 9999
 IDLE = 3.0  # the receiver stops after this long without a datagram
 LINK_LOCAL = "fe80::bad"  # never a source the gateway may forward
-NO_IPV6 = "the lab's gateway has no IPv6 pool (label vpnlab.vpn.pool6) or the LAN no IPv6 subnet"
 
 # An IPv6 destination makes it an IPv6 sender: udp6 packets (with their checksum) on an
 # AF_INET6 IPPROTO_RAW socket, which takes the whole IPv6 header from the caller.

@@ -23,6 +23,11 @@ from vpn.credentials import pki
 TUN = "tun0"
 METRICS = "127.0.0.1:9100"  # the gateway's Prometheus endpoint, scraped from the gateway itself
 ETC_NETNS = Path("/etc/netns")
+# Why a scenario's IPv6 steps are skipped: the lab (or its runtime) has no IPv6 to test.
+NO_IPV6 = (
+    "no IPv6 in this lab: the gateway has no pool6 (label vpnlab.vpn.pool6), the networks no IPv6 "
+    "subnet, or the runtime does not give the static IPv6 addresses (a swarm's overlays)"
+)
 PRIVATE_RESOLV_CONF = "# vpnlab: this node's own resolver file (the VPN client may change it)\n"
 
 
@@ -53,13 +58,14 @@ class Tunnel:
             raise LabError(
                 f"gateway {gateway.name}: label {exc} missing in the compose file"
             ) from None
-        self.pool6 = labels.get("vpnlab.vpn.pool6", "")
+        # IPv6 in the tunnel only where the nodes have the compose files' IPv6 addresses.
+        self.pool6 = labels.get("vpnlab.vpn.pool6", "") if backend.static_ipv6 else ""
         networks = [backend.topology.network(n) for n in pushed]
         self.routes = [str(n.subnet) for n in networks]
         self.routes6 = [str(n.subnet6) for n in networks if n.subnet6 and self.pool6]
         self.server_address = str(gateway.address(self.network))
         outer = gateway.attachment(self.network).address6
-        self.server_address6 = str(outer) if outer else None  # the gateway's outer IPv6
+        self.server_address6 = str(outer) if outer and backend.static_ipv6 else None
         self.clients = [n.name for n in nodes_with_role(backend, "client")]
         self.hosts = [n.name for n in nodes_with_role(backend, "host")]
         self.processes: dict[str, Process] = {}

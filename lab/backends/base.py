@@ -99,6 +99,9 @@ class Backend(abc.ABC):
     # A lab meant to outlive the process that brings it up (`vpnlab up`, a kept scenario): a
     # later run never takes it for the orphan of a killed run.
     kept: bool = False
+    # Whether the runtime gives nodes the compose files' static IPv6 addresses: where it does
+    # not, the lab's IPv6 cannot be tested on it, and the scenarios skip their IPv6 steps.
+    static_ipv6: bool = True
 
     def __init__(self, topology: Topology, run_id: str, workdir: Path) -> None:
         self.topology = topology
