@@ -153,10 +153,21 @@ class SwarmLifecycle(SwarmNodes, DockerLifecycle):
         # Further networks once it runs: an attachable overlay's attachment to a container
         # that is only created times out on the manager.
         for net, attachment in zip(nets[1:], node.attachments[1:], strict=True):
-            try:
-                api.connect_container_to_network(created["Id"], net, **_addresses(attachment))
-            except docker.errors.APIError as exc:
-                raise LabError(f"node {node.name}: cannot join {net}: {exc.explanation}") from None
+            for attempt in range(ATTACH_ATTEMPTS):
+                try:
+                    api.connect_container_to_network(created["Id"], net, **_addresses(attachment))
+                    break
+                except docker.errors.APIError as exc:
+                    # A busy manager's attachment times out ("context deadline exceeded"),
+                    # more often on dual-stack overlays: as at start, try again.
+                    if "already exists" in str(exc):
+                        break  # the timed-out attempt went through after all
+                    retry = any(w in str(exc) for w in (*NOT_YET, "deadline exceeded"))
+                    if not retry or attempt == ATTACH_ATTEMPTS - 1:
+                        raise LabError(
+                            f"node {node.name}: cannot join {net}: {exc.explanation}"
+                        ) from None
+                    time.sleep(1 + attempt)
 
     def down(self) -> None:
         clients = self.answering_engines()
@@ -202,8 +213,7 @@ class SwarmLifecycle(SwarmNodes, DockerLifecycle):
 
 
 def _addresses(attachment: Attachment) -> dict[str, str]:
-    """The endpoint's static addresses, as the SDK's keywords: IPv4, and IPv6 if any."""
-    addresses = {"ipv4_address": str(attachment.address)}
-    if attachment.address6 is not None:
-        addresses["ipv6_address"] = str(attachment.address6)
-    return addresses
+    """The endpoint's static address, as the SDK's keyword. IPv4 only: the engine (20.10) would
+    not take an IPv6 one on an overlay (it picks its own), and a container joining a second
+    dual-stack overlay with one asked for times out (SwarmBackend.static_ipv6)."""
+    return {"ipv4_address": str(attachment.address)}
