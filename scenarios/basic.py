@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from scenarios.pcap import TLS_APPLICATION_DATA, judge
+from scenarios.pcap import TLS_APPLICATION_DATA, assert_only_tunnel
 from scenarios.runner import Context, Scenario
 from scenarios.tunnel import NO_IPV6, TUN, Tunnel
 
@@ -98,11 +98,7 @@ def run(ctx: Context) -> None:
             secrets = {"ping payload": bytes.fromhex(PATTERN) * 4}
             for name, address in {**hosts, **hosts6}.items():
                 secrets[f"{name}'s address {address}"] = ipaddress.ip_address(address).packed
-            verdict = judge(capture.path, tunnel.port, secrets)
-            assert verdict.tls > 0, f"no TLS segments captured ({verdict.packets} packets)"
-            assert not verdict.others, f"not tunnelled: {', '.join(verdict.others[:5])}"
-            assert not verdict.leaks, "; ".join(verdict.leaks)
-            assert verdict.tls_records[TLS_APPLICATION_DATA] > 0, "no TLS application data records"
+            verdict = assert_only_tunnel(capture.path, tunnel.port, secrets)
             step.detail = (
                 f"{verdict.tls} TLS segments, {verdict.tls_records[TLS_APPLICATION_DATA]} "
                 f"application-data records, no ICMP, no inner address in clear "

@@ -64,7 +64,7 @@ def judge(path: Path, port: int, secrets: dict[str, bytes]) -> Verdict:
         elif isinstance(packet, dpkt.ip6.IP6):
             src = socket.inet_ntop(socket.AF_INET6, packet.src)
             dst = socket.inet_ntop(socket.AF_INET6, packet.dst)
-            protocol, version = packet.nxt, 6
+            protocol, version = packet.p, 6  # after extension headers (MLD: hop-by-hop)
             if protocol == ICMP6 and _link_control(packet.data):
                 verdict.protocols["ICMPv6 ND/MLD"] += 1  # the segment's own neighbour discovery
                 continue
@@ -89,6 +89,19 @@ def judge(path: Path, port: int, secrets: dict[str, bytes]) -> Verdict:
 
 
 TLS_APPLICATION_DATA = 23
+
+
+def assert_only_tunnel(path: Path, port: int, secrets: dict[str, bytes]) -> Verdict:
+    """judge(), asserting that the capture holds the tunnel's TLS application data and nothing
+    else of the segment's users, and no secret in clear (an AssertionError fails the step)."""
+    verdict = judge(path, port, secrets)
+    assert verdict.tls > 0, f"no TLS segments captured ({verdict.packets} packets)"
+    assert not verdict.others, f"not tunnelled: {', '.join(verdict.others[:5])}"
+    assert not verdict.leaks, "; ".join(verdict.leaks)
+    assert verdict.tls_records[TLS_APPLICATION_DATA] > 0, "no TLS application data records"
+    return verdict
+
+
 ICMP6 = 58
 # Router and neighbour solicitation/advertisement, redirect, MLD: a segment's own control
 # traffic, sent by every IPv6 node on a link; never traffic of the tunnel's users.
