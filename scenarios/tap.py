@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 
+from scenarios.lab_checks import wait_until
 from scenarios.runner import Context, Scenario
 from scenarios.tunnel import Tunnel
 
@@ -70,6 +71,27 @@ def run(ctx: Context) -> None:
             neighbour = backend.ensure(host, ["ip", "neigh", "show", str(vpn_address.ip)])
             assert client_mac in neighbour, f"{host}'s ARP entry {neighbour!r}, client {client_mac}"
             step.detail = f"{host} → {vpn_address.ip} at {client_mac}"
+        with ctx.step(
+            "IPv6 crosses as it is: the client pings a LAN host's link-local address"
+        ) as step:
+            nic = backend.interface(host, "lan")
+            shown = backend.ensure(
+                host, ["ip", "-6", "-o", "addr", "show", "dev", nic, "scope", "link"]
+            )
+            words = shown.split()
+            assert "inet6" in words, f"{host} has no link-local IPv6 address on {nic}: {shown!r}"
+            link_local = words[words.index("inet6") + 1].split("/")[0]
+            # The client's own link-local address first passes duplicate address detection.
+            own = ["ip", "-6", "-o", "addr", "show", "dev", status["tun"], "scope", "link"]
+            wait_until(
+                f"a usable link-local address on {client}'s {status['tun']}",
+                lambda: backend.ensure(client, [*own, "-tentative"]).strip(),
+            )
+            ok, summary = tunnel.ping(client, f"{link_local}%{status['tun']}", count=3)
+            assert ok, f"{client} → {link_local} over {status['tun']}: {summary}"
+            neighbour = backend.ensure(client, ["ip", "-6", "neigh", "show", link_local])
+            assert host_mac in neighbour, f"ND entry {neighbour!r}, {host}'s MAC is {host_mac}"
+            step.detail = f"{link_local} is at {host_mac} (neighbour discovery): {summary}"
         ctx.metric("client_address", str(vpn_address))
     finally:
         tunnel.stop_all()

@@ -84,8 +84,10 @@ class Tunnel:
     def server_argv(
         self, *extra: str, server_cert: str = "server", metrics: bool = False
     ) -> list[str]:
-        routes = [arg for r in (*self.routes, *self.routes6) for arg in ("--route", r)]
-        routes += ["--pool6", self.pool6] if self.pool6 else []
+        layer3 = "--tap" not in extra  # a TAP carries IPv6 as it is: no pool6, no IPv6 routes
+        routes6 = self.routes6 if layer3 else []
+        routes = [arg for r in (*self.routes, *routes6) for arg in ("--route", r)]
+        routes += ["--pool6", self.pool6] if self.pool6 and layer3 else []
         routes += ["--metrics", METRICS] if metrics else []
         mtu = tunnel_mtu(self.backend)
         sized = ["--mtu", str(mtu)] if mtu != ServerConfig.mtu else []

@@ -140,6 +140,30 @@ def test_session_cannot_take_another_sessions_mac(bench: Bench) -> None:
     assert len(bench.to_lan()) == 1
 
 
+def ipv6_frame(source: bytes, sender6: str, destination: bytes = BROADCAST) -> bytes:
+    """An IPv6 packet (no payload) from MAC `source` and IPv6 address `sender6`."""
+    header = b"\x60\x00\x00\x00\x00\x00\x3b\xff"  # version 6, no next header, hop limit
+    header += ipaddress.IPv6Address(sender6).packed + ipaddress.IPv6Address("ff02::1").packed
+    return destination + source + b"\x86\xdd" + header
+
+
+def test_tap_carries_ipv6_from_the_link_own_addresses_only(bench: Bench) -> None:
+    """Layer-2 mode leases no IPv6 address: a client's link-local and unspecified sources
+    cross as they are (neighbour discovery, DAD), any other IPv6 source is spoofed."""
+    a = bench.session("alice", b"\x0a\x00\x00\x0a")
+    good = [ipv6_frame(MAC_A, "fe80::aa:1"), ipv6_frame(MAC_A, "::"), ipv6_frame(MAC_A, "febf::1")]
+    bench.switch.from_session(a, [memoryview(f) for f in good])
+    assert bench.to_lan() == good and a.counters.dropped_spoofed == 0
+    forged = [ipv6_frame(MAC_A, address) for address in ("fd00:60::5", "fec0::1", "ff02::1")]
+    bench.switch.from_session(a, [memoryview(f) for f in forged])
+    assert bench.to_lan() == [] and a.counters.dropped_spoofed == 3
+    bench.switch.from_session(a, [memoryview(ipv6_frame(MAC_B, "fe80::bb:1"))])
+    assert bench.to_lan() == [] and a.counters.dropped_spoofed == 4, "another MAC: still spoofed"
+    short = ipv6_frame(MAC_A, "fe80::aa:1")[:-1]  # one byte short of an IPv6 header
+    bench.switch.from_session(a, [memoryview(short)])
+    assert bench.to_lan() == [] and a.counters.dropped_filtered == 1
+
+
 def test_session_cannot_take_a_lan_hosts_mac(bench: Bench) -> None:
     bench.from_lan(arp_frame(MAC_LAN, b"\x0a\x00\x00\x02"))
     attacker = bench.session("mallory", b"\x0a\x00\x00\x0c")

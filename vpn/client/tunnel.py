@@ -48,7 +48,9 @@ class Tunnel:
             raise
         self.tun, self.net = tun, stack
         try:
-            if config.address6 is None:
+            if config.tap:
+                pass  # a port on the LAN: IPv6 on it as on any Ethernet, carried as it is
+            elif config.address6 is None:
                 stack.disable_ipv6(tun.name)  # no IPv6 in this tunnel: none may leak into it
             else:
                 stack.enable_ipv6(tun.name)

@@ -5,11 +5,15 @@ Anti-spoofing at layer 2: a session may source frames from one MAC only — the 
 it sends from, and only if no other session owns it and it has not been seen on the LAN side
 (source MACs of frames read from the TAP). Without that, a client could claim a LAN host's or
 another client's MAC and have the bridge (and this switch) divert that station's traffic to it.
-Its IPv4 and ARP frames must also carry its leased address as sender. Anything else is dropped
-and counted (`dropped_spoofed`), and logged at most once per DROP_LOG_INTERVAL per session.
+Its IPv4 and ARP frames must also carry its leased address as sender. IPv6 crosses as it is,
+from the link's own addresses only — a link-local source, or none (`::`, duplicate address
+detection) — since layer-2 mode leases no IPv6 address. Anything else is dropped and counted
+(`dropped_spoofed`), and logged at most once per DROP_LOG_INTERVAL per session.
 
 Residual: a client can still claim a LAN MAC that has not sent a frame since the gateway
-started; when that station then speaks, the conflict is logged (`mac_conflict`).
+started; when that station then speaks, the conflict is logged (`mac_conflict`). And, as on any
+Ethernet without RA guard or ND inspection, it can claim another station's link-local IPv6
+address in neighbour discovery.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from vpn.iface.tun import Tun
 ETH_HLEN = 14
 ETHERTYPE_IPV4 = b"\x08\x00"
 ETHERTYPE_ARP = b"\x08\x06"
+ETHERTYPE_IPV6 = b"\x86\xdd"
+UNSPECIFIED6 = bytes(16)
 TAP_READ = 65536
 TAP_BUDGET = 128
 # LAN-side MACs remembered; the oldest is forgotten beyond this, so a flood of forged source
@@ -38,7 +44,14 @@ def sender_address(frame: bytes | memoryview) -> bytes | None:
         return bytes(frame[ETH_HLEN + 12 : ETH_HLEN + 16])
     if ethertype == ETHERTYPE_ARP and len(frame) >= ETH_HLEN + 28:
         return bytes(frame[ETH_HLEN + 14 : ETH_HLEN + 18])  # ARP sender protocol address
+    if ethertype == ETHERTYPE_IPV6 and len(frame) >= ETH_HLEN + 40:
+        return bytes(frame[ETH_HLEN + 8 : ETH_HLEN + 24])  # IPv6 source address
     return None
+
+
+def link_own6(source: bytes) -> bool:
+    """An IPv6 source a station may use on a link it has no lease on: fe80::/10 or ::."""
+    return (source[0] == 0xFE and source[1] & 0xC0 == 0x80) or source == UNSPECIFIED6
 
 
 def _mac(mac: bytes) -> str:
@@ -83,9 +96,9 @@ class Switch:
                 continue
             sender = sender_address(frame)
             if sender is None:
-                counters.dropped_filtered += 1  # only IPv4 and ARP cross in layer-2 mode
+                counters.dropped_filtered += 1  # only IPv4, ARP and IPv6 cross in layer 2
                 continue
-            if sender != session.address_packed:
+            if sender != session.address_packed and not (len(sender) == 16 and link_own6(sender)):
                 counters.dropped_spoofed += 1
                 session.log_drop("spoofed sender address", sender)
                 continue
