@@ -105,17 +105,15 @@ class Router:
                     first, _, source, destination = addresses6(packet)
             version = first >> 4
             if version == 4:
-                if source != own and not source_allowed(source, own, masks):
-                    counters.dropped_spoofed += 1
-                    session.log_drop("spoofed source", source)
-                    continue
+                mine, my_masks = own, masks
             elif version == 6:
-                if source != own6 and not source_allowed(source, own6, masks6):
-                    counters.dropped_spoofed += 1
-                    session.log_drop("spoofed source", source)
-                    continue
+                mine, my_masks = own6, masks6
             else:
                 counters.dropped_invalid += 1
+                continue
+            if source != mine and not source_allowed(source, mine, my_masks):
+                counters.dropped_spoofed += 1
+                session.log_drop("spoofed source", source)
                 continue
             peer = peers.get(destination)
             if peer is None and owner is not None:

@@ -7,10 +7,12 @@ backend's health wait. down() removes by label on every engine, so it works from
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -38,8 +40,9 @@ if TYPE_CHECKING:
 
 
 ATTACH_ATTEMPTS = 6
-# What an engine says while the overlay it is asked to attach to is still reaching it.
-NOT_YET = ("attaching to network failed", "not found")
+# What an engine says while the overlay it is asked to attach to is still reaching it, or
+# while a busy manager's attachment times out.
+NOT_YET = ("attaching to network failed", "not found", "deadline exceeded")
 
 
 class SwarmLifecycle(SwarmNodes, DockerLifecycle):
@@ -137,37 +140,21 @@ class SwarmLifecycle(SwarmNodes, DockerLifecycle):
             networking_config=networking,
             stop_signal="SIGTERM",
         )
-        for attempt in range(ATTACH_ATTEMPTS):
-            try:
-                api.start(created["Id"])
-                break
-            except docker.errors.APIError as exc:
-                # A new overlay reaches each engine a moment after it is made, and the
-                # manager's attachment of a busy engine can time out: try again.
-                retry = any(words in str(exc) for words in NOT_YET)
-                if not retry or attempt == ATTACH_ATTEMPTS - 1:
-                    raise LabError(
-                        f"node {node.name} would not start on engine {engine}: {exc.explanation}"
-                    ) from None
-                time.sleep(1 + attempt)
+        # A new overlay reaches each engine a moment after it is made, and a busy manager's
+        # attachment can time out ("context deadline exceeded", more often on dual-stack
+        # overlays): both are tried again.
+        _retrying(
+            lambda: api.start(created["Id"]),
+            f"node {node.name} would not start on engine {engine}",
+        )
         # Further networks once it runs: an attachable overlay's attachment to a container
         # that is only created times out on the manager.
         for net, attachment in zip(nets[1:], node.attachments[1:], strict=True):
-            for attempt in range(ATTACH_ATTEMPTS):
-                try:
-                    api.connect_container_to_network(created["Id"], net, **_addresses(attachment))
-                    break
-                except docker.errors.APIError as exc:
-                    # A busy manager's attachment times out ("context deadline exceeded"),
-                    # more often on dual-stack overlays: as at start, try again.
-                    if "already exists" in str(exc):
-                        break  # the timed-out attempt went through after all
-                    retry = any(w in str(exc) for w in (*NOT_YET, "deadline exceeded"))
-                    if not retry or attempt == ATTACH_ATTEMPTS - 1:
-                        raise LabError(
-                            f"node {node.name}: cannot join {net}: {exc.explanation}"
-                        ) from None
-                    time.sleep(1 + attempt)
+            join = functools.partial(
+                api.connect_container_to_network, created["Id"], net, **_addresses(attachment)
+            )
+            # done_if: a timed-out attempt went through after all
+            _retrying(join, f"node {node.name}: cannot join {net}", done_if="already exists")
 
     def down(self) -> None:
         clients = self.answering_engines()
@@ -210,6 +197,22 @@ class SwarmLifecycle(SwarmNodes, DockerLifecycle):
             if overlaps(net, self.topology):
                 found.append(net)
         return found
+
+
+def _retrying(action: Callable[[], object], failure: str, done_if: str = "") -> None:
+    """Run an engine call, again (up to ATTACH_ATTEMPTS, backing off) while the engine says
+    the overlay is not there yet or its attachment timed out; else a LabError `failure: …`."""
+    for attempt in range(ATTACH_ATTEMPTS):
+        try:
+            action()
+            return
+        except docker.errors.APIError as exc:
+            said = str(exc)
+            if done_if and done_if in said:
+                return
+            if not any(words in said for words in NOT_YET) or attempt == ATTACH_ATTEMPTS - 1:
+                raise LabError(f"{failure}: {exc.explanation}") from None
+            time.sleep(1 + attempt)
 
 
 def _addresses(attachment: Attachment) -> dict[str, str]:
