@@ -61,6 +61,9 @@ def judge(path: Path, port: int, secrets: dict[str, bytes]) -> Verdict:
         if isinstance(packet, dpkt.ip.IP):
             src, dst = socket.inet_ntoa(packet.src), socket.inet_ntoa(packet.dst)
             protocol, version = packet.p, 4
+            if protocol == IGMP:
+                verdict.protocols["IGMP"] += 1  # the segment's own multicast membership
+                continue
         elif isinstance(packet, dpkt.ip6.IP6):
             src = socket.inet_ntop(socket.AF_INET6, packet.src)
             dst = socket.inet_ntop(socket.AF_INET6, packet.dst)
@@ -103,6 +106,7 @@ def assert_only_tunnel(path: Path, port: int, secrets: dict[str, bytes]) -> Verd
 
 
 ICMP6 = 58
+IGMP = 2  # IPv4's MLD: a node's membership reports when its interface comes up
 # Router and neighbour solicitation/advertisement, redirect, MLD: a segment's own control
 # traffic, sent by every IPv6 node on a link; never traffic of the tunnel's users.
 LINK_CONTROL = frozenset({130, 131, 132, 133, 134, 135, 136, 137, 143})

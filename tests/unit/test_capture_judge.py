@@ -47,6 +47,13 @@ def mld_report() -> bytes:
     return _ether(_ip6("fe80::1", "ff02::16", 0, hop_by_hop + message, 1), 0x86DD)
 
 
+def igmp_report() -> bytes:
+    """IGMPv3 membership report from 0.0.0.0, as a node sends when its interface comes up."""
+    report = bytes([0x22, 0, 0, 0, 0, 0, 0, 0])
+    ip = dpkt.ip.IP(src=bytes(4), dst=socket.inet_aton("224.0.0.22"), p=2, ttl=1, data=report)
+    return _ether(ip, dpkt.ethernet.ETH_TYPE_IP)
+
+
 def echo6(payload: bytes = b"secret!!") -> bytes:
     message = bytes([128, 0, 0, 0, 0, 1, 0, 1]) + payload
     return _ether(_ip6(A6, "fd00:60::5", 58, message), dpkt.ethernet.ETH_TYPE_IP6)
@@ -62,10 +69,12 @@ def capture(tmp_path: Path, frames: list[bytes]) -> Path:
 
 
 def test_tls_over_ipv6_is_the_tunnel_and_link_control_is_counted_apart(tmp_path: Path) -> None:
-    verdict = judge(capture(tmp_path, [tls6(), mld_report(), tls6()]), PORT, {})
+    frames = [tls6(), mld_report(), igmp_report(), tls6()]
+    verdict = judge(capture(tmp_path, frames), PORT, {})
     assert verdict.tls == 2 and verdict.tls_families == {6: 2}
-    assert verdict.families == {6: 2}  # the MLD report is the link's, not a user's
-    assert verdict.protocols["ICMPv6 ND/MLD"] == 1 and not verdict.others
+    assert verdict.families == {6: 2}  # the MLD and IGMP reports are the link's, not a user's
+    assert verdict.protocols["ICMPv6 ND/MLD"] == 1 and verdict.protocols["IGMP"] == 1
+    assert not verdict.others
     assert verdict.tls_records[23] == 2
 
 
